@@ -1,0 +1,113 @@
+//! The one request and response type both front ends decode into and encode
+//! from. Nothing below `protocol/` knows which wire a request came from.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::tensor::Tensor;
+
+/// A request or response parameter value (KServe v2 `parameters`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Double(f64),
+    /// A string.
+    String(String),
+}
+
+/// Ordered parameters; the order in which they arrived is kept for echoing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parameters(pub Vec<(String, ParamValue)>);
+
+impl Parameters {
+    /// Looks a parameter up by name.
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// Sets a parameter, replacing an earlier value of the same name.
+    pub fn set(&mut self, name: impl Into<String>, value: ParamValue) {
+        let name = name.into();
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An output the client asked for, with how it wants it delivered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestedOutput {
+    /// Output name.
+    pub name: String,
+    /// Classification extension: return the top `class_count` entries
+    /// instead of the tensor (0 = the tensor itself).
+    pub class_count: u32,
+    /// Binary tensor data extension: return this output as binary data
+    /// (`None` = the front end's default).
+    pub binary_data: Option<bool>,
+    /// Any other per-output parameters, kept for the front end.
+    pub parameters: Parameters,
+}
+
+/// A shared flag a front end sets when the client goes away; backends and
+/// queues check it to drop work nobody waits for.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// Marks the request as cancelled.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether the request was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One inference request, decoded from either front end.
+#[derive(Debug, Clone, Default)]
+pub struct InferRequest {
+    /// Target model.
+    pub model_name: String,
+    /// Requested version; `None` picks by the model's version policy (latest).
+    pub model_version: Option<i64>,
+    /// Request id, echoed in the response.
+    pub id: Option<String>,
+    /// Input tensors, shape as sent (batch dimension included when the model
+    /// batches).
+    pub inputs: Vec<Tensor>,
+    /// Requested outputs; empty means every output, with defaults.
+    pub outputs: Vec<RequestedOutput>,
+    /// Request parameters.
+    pub parameters: Parameters,
+    /// Set when the client goes away.
+    pub cancel: CancelFlag,
+}
+
+/// One inference response.
+#[derive(Debug, Clone, Default)]
+pub struct InferResponse {
+    /// Model that answered.
+    pub model_name: String,
+    /// Version that answered.
+    pub model_version: i64,
+    /// Echo of the request id.
+    pub id: Option<String>,
+    /// Output tensors, in the order the client asked for them (or the
+    /// model's order when it asked for none).
+    pub outputs: Vec<Tensor>,
+    /// Response parameters.
+    pub parameters: Parameters,
+}

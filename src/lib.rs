@@ -1,0 +1,15 @@
+//! nereid: an inference server speaking Triton's protocols.
+//!
+//! Layers, top to bottom (each calls only those below it): `net` (mio event
+//! loops and sockets), `protocol` (sans-IO HTTP/1.1 and the KServe v2 codec),
+//! `server` (the handle front ends call), `repository` (model repository and
+//! lifecycle), `scheduler` (instance threads and queues), `backend` (model
+//! implementations), `core` (shared types).
+
+pub mod backend;
+pub mod core;
+pub mod net;
+pub mod protocol;
+pub mod repository;
+pub mod scheduler;
+pub mod server;
