@@ -4,6 +4,7 @@
 
 pub mod datatype;
 pub mod error;
+pub mod proto;
 pub mod request;
 pub mod tensor;
 
