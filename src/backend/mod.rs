@@ -1,1 +1,132 @@
-//! placeholder
+//! Backends: the trait every model implementation sits behind, and the
+//! table that maps a configuration's `backend` / `platform` to one.
+//!
+//! A [`Backend`] turns a loaded model version into [`ModelInstance`]s; each
+//! instance is driven by its own scheduler thread and never sees wire
+//! formats, only validated [`Tensor`]s. The table of backends is data
+//! ([`BackendRegistry`]), not a ladder of `cfg`s.
+
+pub mod builtin;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::core::proto::ModelConfig;
+use crate::core::{CancelFlag, Error, Result, Tensor};
+
+/// What a backend knows about the model version it serves.
+#[derive(Debug, Clone)]
+pub struct ModelContext {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: i64,
+    /// The model's directory (holding `config.pbtxt`).
+    pub model_path: PathBuf,
+    /// The version's directory (`<model_path>/<version>`).
+    pub version_path: PathBuf,
+    /// The validated, completed configuration.
+    pub config: Arc<ModelConfig>,
+}
+
+/// One execution: inputs already validated against the configuration
+/// (shapes include the batch dimension when the model batches).
+#[derive(Debug)]
+pub struct ExecRequest<'a> {
+    /// Input tensors in the order the client sent them.
+    pub inputs: &'a [Tensor],
+    /// Names of the outputs to produce; a backend may produce more, the
+    /// scheduler keeps only these.
+    pub outputs: &'a [String],
+    /// Request parameters, for backends that take per-request options.
+    pub parameters: &'a crate::core::Parameters,
+    /// Set when the client has gone away; long-running backends poll it.
+    pub cancel: &'a CancelFlag,
+}
+
+impl ExecRequest<'_> {
+    /// The input of that name.
+    pub fn input(&self, name: &str) -> Result<&Tensor> {
+        self.inputs
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::invalid_arg(format!("input '{name}' is missing")))
+    }
+}
+
+/// A model implementation family.
+pub trait Backend: Send + Sync {
+    /// Name used in `config.pbtxt`'s `backend` field.
+    fn name(&self) -> &str;
+
+    /// Fills configuration fields the backend can derive (inputs, outputs,
+    /// `max_batch_size`, ...). Called before validation unless auto-complete
+    /// is disabled.
+    fn auto_complete(&self, _config: &mut ModelConfig, _model_path: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Creates instance `index` of a model version. Errors become the
+    /// version's UNAVAILABLE reason.
+    fn create_instance(&self, ctx: &ModelContext, index: usize) -> Result<Box<dyn ModelInstance>>;
+}
+
+/// One instance of a model, owned by one scheduler thread.
+pub trait ModelInstance: Send {
+    /// Runs one request and returns its output tensors.
+    fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>>;
+}
+
+/// Maps backend and platform names to backends.
+#[derive(Clone, Default)]
+pub struct BackendRegistry {
+    backends: HashMap<String, Arc<dyn Backend>>,
+}
+
+impl BackendRegistry {
+    /// A registry holding nereid's built-in backends.
+    pub fn with_builtins() -> BackendRegistry {
+        let mut registry = BackendRegistry::default();
+        for backend in builtin::all() {
+            registry.register(backend);
+        }
+        registry
+    }
+
+    /// Adds (or replaces) a backend under its name.
+    pub fn register(&mut self, backend: Arc<dyn Backend>) {
+        self.backends.insert(backend.name().to_string(), backend);
+    }
+
+    /// Names of every registered backend, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The backend a configuration asks for: by `backend`, else by
+    /// `platform`.
+    pub fn resolve(&self, config: &ModelConfig) -> Result<Arc<dyn Backend>> {
+        let key = if config.backend.is_empty() {
+            config.platform.as_str()
+        } else {
+            config.backend.as_str()
+        };
+        if key.is_empty() {
+            return Err(Error::invalid_arg(format!(
+                "model '{}' names neither a backend nor a platform; set `backend` in config.pbtxt (built-in backends: {})",
+                config.name,
+                self.names().join(", ")
+            )));
+        }
+        self.backends.get(key).cloned().ok_or_else(|| {
+            Error::invalid_arg(format!(
+                "model '{}' asks for backend '{key}', which this server does not have (available: {})",
+                config.name,
+                self.names().join(", ")
+            ))
+        })
+    }
+}
