@@ -6,6 +6,8 @@
 //! formats, only validated [`Tensor`]s. The table of backends is data
 //! ([`BackendRegistry`]), not a ladder of `cfg`s.
 
+#![warn(missing_docs)]
+
 pub mod builtin;
 
 use std::collections::HashMap;

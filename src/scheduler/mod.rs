@@ -285,3 +285,342 @@ fn run_instance(
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendRegistry;
+    use crate::core::proto::{ModelConfig, ModelInput, ModelOutput, ModelParameter};
+    use crate::core::{DataType, ParamValue, RequestedOutput, Tensor};
+    use bytes::Bytes;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn io(name: &str, dt: DataType, dims: &[i64]) -> (ModelInput, ModelOutput) {
+        (
+            ModelInput {
+                name: name.replace("OUT", "IN"),
+                data_type: dt.config_enum(),
+                dims: dims.to_vec(),
+                ..Default::default()
+            },
+            ModelOutput {
+                name: name.to_string(),
+                data_type: dt.config_enum(),
+                dims: dims.to_vec(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn config(
+        name: &str,
+        backend: &str,
+        dt: DataType,
+        pairs: usize,
+        max_batch: i32,
+    ) -> ModelConfig {
+        let (input, output) = (0..pairs)
+            .map(|i| io(&format!("OUTPUT{i}"), dt, &[4]))
+            .unzip();
+        ModelConfig {
+            name: name.to_string(),
+            backend: backend.to_string(),
+            max_batch_size: max_batch,
+            input,
+            output,
+            ..Default::default()
+        }
+    }
+
+    fn start(config: ModelConfig) -> Result<ModelScheduler> {
+        let backend = BackendRegistry::with_builtins().resolve(&config)?;
+        let ctx = ModelContext {
+            name: config.name.clone(),
+            version: 1,
+            model_path: Default::default(),
+            version_path: Default::default(),
+            config: Arc::new(config),
+        };
+        ModelScheduler::start(ctx, backend)
+    }
+
+    fn run(s: &ModelScheduler, request: InferRequest) -> Result<InferResponse> {
+        let (tx, rx) = mpsc::channel();
+        s.submit(request, Box::new(move |r| tx.send(r).unwrap()));
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("completion")
+    }
+
+    fn i32_tensor(name: &str, shape: Vec<i64>, values: &[i32]) -> Tensor {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::new(name, DataType::Int32, shape, Bytes::from(data)).unwrap()
+    }
+
+    fn as_i32(t: &Tensor) -> Vec<i32> {
+        t.data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn add_sub_int32() {
+        let s = start(config("simple", "add_sub", DataType::Int32, 2, 8)).unwrap();
+        let r = run(
+            &s,
+            InferRequest {
+                model_name: "simple".into(),
+                id: Some("7".into()),
+                inputs: vec![
+                    i32_tensor("INPUT0", vec![1, 4], &[1, 2, 3, i32::MAX]),
+                    i32_tensor("INPUT1", vec![1, 4], &[10, 20, 30, 1]),
+                ],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.id.as_deref(), Some("7"));
+        assert_eq!(r.outputs[0].name, "OUTPUT0");
+        assert_eq!(as_i32(&r.outputs[0]), vec![11, 22, 33, i32::MIN]);
+        assert_eq!(as_i32(&r.outputs[1]), vec![-9, -18, -27, i32::MAX - 1]);
+        assert_eq!(r.outputs[1].shape, vec![1, 4]);
+    }
+
+    #[test]
+    fn add_sub_strings_and_requested_output_order() {
+        let s = start(config("simple_string", "add_sub", DataType::Bytes, 2, 0)).unwrap();
+        let strings = |vals: &[&str]| {
+            let mut raw = Vec::new();
+            for v in vals {
+                crate::core::tensor::push_bytes_element(&mut raw, v.as_bytes());
+            }
+            Bytes::from(raw)
+        };
+        let r = run(
+            &s,
+            InferRequest {
+                inputs: vec![
+                    Tensor::new(
+                        "INPUT0",
+                        DataType::Bytes,
+                        vec![4],
+                        strings(&["1", "2", "3", "-4"]),
+                    )
+                    .unwrap(),
+                    Tensor::new(
+                        "INPUT1",
+                        DataType::Bytes,
+                        vec![4],
+                        strings(&["5", "5", "5", "5"]),
+                    )
+                    .unwrap(),
+                ],
+                outputs: vec![RequestedOutput {
+                    name: "OUTPUT1".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.outputs.len(), 1);
+        let got = crate::core::tensor::split_bytes_elements(&r.outputs[0].data).unwrap();
+        assert_eq!(got, vec![&b"-4"[..], b"-3", b"-2", b"-9"]);
+
+        let bad = run(
+            &s,
+            InferRequest {
+                inputs: vec![
+                    Tensor::new(
+                        "INPUT0",
+                        DataType::Bytes,
+                        vec![4],
+                        strings(&["x", "2", "3", "4"]),
+                    )
+                    .unwrap(),
+                    Tensor::new(
+                        "INPUT1",
+                        DataType::Bytes,
+                        vec![4],
+                        strings(&["5", "5", "5", "5"]),
+                    )
+                    .unwrap(),
+                ],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(bad.message().contains("not a decimal integer"), "{bad}");
+    }
+
+    #[test]
+    fn validation_messages() {
+        let s = start(config("simple", "add_sub", DataType::Int32, 2, 8)).unwrap();
+        let one = |t: Tensor| InferRequest {
+            inputs: vec![t],
+            ..Default::default()
+        };
+        let e = run(&s, one(i32_tensor("INPUT0", vec![1, 4], &[0; 4]))).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "expected 2 inputs but got 1 inputs for model 'simple'. Got inputs ['INPUT0'], but missing required inputs ['INPUT1']. Please provide all required inputs."
+        );
+        let e = run(&s, one(i32_tensor("INPUT9", vec![1, 4], &[0; 4]))).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "unexpected inference input 'INPUT9' for model 'simple'"
+        );
+
+        let two = |a: Tensor, b: Tensor| InferRequest {
+            inputs: vec![a, b],
+            ..Default::default()
+        };
+        let e = run(
+            &s,
+            two(
+                i32_tensor("INPUT0", vec![2, 2], &[0; 4]),
+                i32_tensor("INPUT1", vec![2, 2], &[0; 4]),
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.message().starts_with("unexpected shape for input 'INPUT0' for model 'simple'. Expected [-1,4], got [2,2]."),
+            "{e}"
+        );
+        assert!(e.message().contains("batch dimension"));
+        let e = run(
+            &s,
+            two(
+                i32_tensor("INPUT0", vec![9, 4], &[0; 36]),
+                i32_tensor("INPUT1", vec![9, 4], &[0; 36]),
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message(),
+            "inference request batch-size must be <= 8 for 'simple'"
+        );
+        let fp = Tensor::new(
+            "INPUT1",
+            DataType::Fp32,
+            vec![1, 4],
+            Bytes::from(vec![0; 16]),
+        )
+        .unwrap();
+        let e = run(&s, two(i32_tensor("INPUT0", vec![1, 4], &[0; 4]), fp)).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "inference input 'INPUT1' data-type is 'FP32', but model 'simple' expects 'INT32'"
+        );
+        let short = Tensor {
+            name: "INPUT1".into(),
+            datatype: DataType::Int32,
+            shape: vec![1, 4],
+            data: Bytes::from(vec![0; 12]),
+        };
+        let e = run(&s, two(i32_tensor("INPUT0", vec![1, 4], &[0; 4]), short)).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "input byte size mismatch for input 'INPUT1' for model 'simple'. Expected 16, got 12"
+        );
+        let mut dup = two(
+            i32_tensor("INPUT0", vec![1, 4], &[0; 4]),
+            i32_tensor("INPUT1", vec![1, 4], &[0; 4]),
+        );
+        dup.id = Some("abc".into());
+        dup.outputs = vec![
+            RequestedOutput {
+                name: "OUTPUT0".into(),
+                ..Default::default()
+            },
+            RequestedOutput {
+                name: "OUTPUT0".into(),
+                ..Default::default()
+            },
+        ];
+        let e = run(&s, dup).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("[request id: abc] output 'OUTPUT0'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn panicking_backend_fails_one_request_and_stays_up() {
+        let s = start(config("fault", "fault", DataType::Int32, 1, 0)).unwrap();
+        for _ in 0..2 {
+            let e = run(
+                &s,
+                InferRequest {
+                    inputs: vec![i32_tensor("INPUT0", vec![4], &[1, 2, 3, 4])],
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert_eq!(e.code(), Code::Internal);
+            assert!(e.message().contains("panicked"), "{e}");
+        }
+    }
+
+    #[test]
+    fn delay_is_cancellable_and_shutdown_drains() {
+        let mut c = config("delay", "identity", DataType::Int32, 1, 8);
+        c.parameters.insert(
+            "execute_delay_ms".into(),
+            ModelParameter {
+                string_value: "5000".into(),
+            },
+        );
+        let s = start(c).unwrap();
+        let request = InferRequest {
+            inputs: vec![i32_tensor("INPUT0", vec![1, 4], &[1, 2, 3, 4])],
+            ..Default::default()
+        };
+        let cancelled = request.clone();
+        let (tx, rx) = mpsc::channel();
+        s.submit(cancelled.clone(), Box::new(move |r| tx.send(r).unwrap()));
+        std::thread::sleep(Duration::from_millis(50));
+        cancelled.cancel.cancel();
+        let e = rx
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Cancelled);
+
+        // A clone shares the cancel flag, so the next request gets its own.
+        let mut quick = InferRequest {
+            cancel: Default::default(),
+            ..request
+        };
+        quick
+            .parameters
+            .set("execute_delay_ms", ParamValue::Int(20));
+        let (tx, rx) = mpsc::channel();
+        s.submit(quick, Box::new(move |r| tx.send(r).unwrap()));
+        s.shutdown();
+        let r = rx
+            .try_recv()
+            .expect("drained before shutdown returned")
+            .unwrap();
+        assert_eq!(as_i32(&r.outputs[0]), vec![1, 2, 3, 4]);
+        let (tx, rx) = mpsc::channel();
+        s.submit(
+            InferRequest {
+                inputs: vec![i32_tensor("INPUT0", vec![1, 4], &[0; 4])],
+                ..Default::default()
+            },
+            Box::new(move |r| tx.send(r).unwrap()),
+        );
+        assert_eq!(rx.recv().unwrap().unwrap_err().code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn bad_backend_config_fails_start() {
+        let e = start(config("x", "add_sub", DataType::Int32, 1, 0)).unwrap_err();
+        assert!(e.message().contains("exactly 2 inputs"), "{e}");
+        let e = start(config("x", "nope", DataType::Int32, 1, 0)).unwrap_err();
+        assert!(e.message().contains("backend 'nope'"), "{e}");
+    }
+}
