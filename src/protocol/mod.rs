@@ -1,1 +1,5 @@
-//! placeholder
+//! Sans-IO protocol state machines: they parse bytes they are handed and
+//! produce bytes to write, and never touch a socket, a thread or a clock.
+//! They may call `core` only.
+
+pub mod http1;
