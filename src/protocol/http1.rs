@@ -788,6 +788,9 @@ pub struct Connection {
     closing: bool,
     /// Closed at once; nothing more is written.
     aborted: bool,
+    /// Reading stopped while the client may still be sending (a rejected
+    /// body, discarded input).
+    unread_input: bool,
 }
 
 impl Connection {
@@ -812,6 +815,7 @@ impl Connection {
             draining: false,
             closing: false,
             aborted: false,
+            unread_input: false,
         }
     }
 
@@ -844,6 +848,15 @@ impl Connection {
     /// Whether the connection is finished: the socket can be closed.
     pub fn is_closed(&self) -> bool {
         self.aborted || (self.closing && self.output.is_empty())
+    }
+
+    /// Whether the client may still be sending when the connection closes
+    /// (a request was refused before its body was read, or bytes after the
+    /// last request were dropped). A driver then half-closes and drains the
+    /// socket for a moment before closing it, so the client reads the
+    /// answer instead of a reset.
+    pub fn wants_linger(&self) -> bool {
+        self.unread_input && !self.aborted
     }
 
     /// Requests parsed (or being read) and not yet written back.
@@ -1083,6 +1096,9 @@ impl Connection {
     }
 
     fn discard_input(&mut self) {
+        if self.filled > 0 {
+            self.unread_input = true;
+        }
         self.buf.clear();
         self.filled = 0;
         self.head_scan = 0;
@@ -1348,16 +1364,17 @@ impl Connection {
             }
         };
 
-        let response_coding = if self.config.compress_responses {
-            headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
-                .map(|(_, v)| v.as_str())
-                .reduce(|_, last| last)
-                .and_then(negotiate_coding)
-        } else {
-            None
-        };
+        let response_coding =
+            if self.config.compress_responses && !head.method.eq_ignore_ascii_case("HEAD") {
+                headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
+                    .map(|(_, v)| v.as_str())
+                    .reduce(|_, last| last)
+                    .and_then(negotiate_coding)
+            } else {
+                None
+            };
 
         Ok(Analysis {
             framing,
@@ -1506,6 +1523,7 @@ impl Connection {
     fn reject_request(&mut self, seq: Option<u64>, reject: Reject) {
         let response = Response::error(reject.status, &reject.message);
         self.stop_reading();
+        self.unread_input = true;
         match seq.and_then(|seq| self.slots.iter_mut().find(|s| s.seq == seq)) {
             Some(slot) => {
                 slot.state = SlotState::Ready(response);

@@ -1,0 +1,223 @@
+//! The contract between the event loops and the application: an
+//! [`HttpService`] receives each complete request with a [`Responder`], and
+//! completes the responder exactly once, from any thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use crate::core::CancelFlag;
+use crate::protocol::http1::{self, Coding, Request, Response};
+
+/// The application behind the HTTP front end (the KServe router).
+///
+/// `handle` runs on an event-loop thread: it must not block. Work that
+/// takes time (inference) is handed to other threads together with the
+/// [`Responder`], which is completed there.
+pub trait HttpService: Send + Sync + 'static {
+    /// Handles one request; answer through `responder`, now or later.
+    fn handle(&self, request: Request, responder: Responder);
+}
+
+/// Messages an event loop receives from other threads.
+pub(crate) enum LoopMsg {
+    /// A newly accepted socket to own.
+    Accept(mio::net::TcpStream),
+    /// A response to request `seq` of the connection in `slot`.
+    Complete {
+        slot: usize,
+        generation: u64,
+        seq: u64,
+        response: Response,
+    },
+    /// Drain until the deadline, then close everything and stop.
+    Shutdown(std::time::Instant),
+}
+
+/// The inbox of one event loop: a channel plus the waker that gets the loop
+/// to read it. Wakes are coalesced: one `wake` per batch of messages.
+pub(crate) struct LoopInbox {
+    sender: mpsc::Sender<LoopMsg>,
+    waker: mio::Waker,
+    wake_pending: AtomicBool,
+}
+
+impl LoopInbox {
+    pub(crate) fn new(sender: mpsc::Sender<LoopMsg>, waker: mio::Waker) -> LoopInbox {
+        LoopInbox {
+            sender,
+            waker,
+            wake_pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends a message and wakes the loop unless a wake is already pending.
+    /// A loop that has exited drops the message.
+    pub(crate) fn post(&self, msg: LoopMsg) {
+        if self.sender.send(msg).is_ok() && !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A failed wake means the poller is gone, i.e. the loop exited.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the loop before it drains its channel, so that any message
+    /// sent afterwards wakes it again.
+    pub(crate) fn clear_wake(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+}
+
+/// Where a responder delivers.
+enum Sink {
+    /// Back to the event loop that owns the connection.
+    Loop {
+        inbox: Arc<LoopInbox>,
+        slot: usize,
+        generation: u64,
+    },
+    /// Into a channel (tests and in-process callers).
+    Channel(mpsc::Sender<Response>),
+}
+
+/// Completes one request, once, from any thread.
+///
+/// Dropping a responder without calling [`Responder::respond`] answers
+/// `500` so the client never hangs. When the client goes away first, the
+/// [`Responder::cancel_flag`] is set; a response sent after that is
+/// dropped.
+pub struct Responder {
+    sink: Option<Sink>,
+    seq: u64,
+    coding: Option<Coding>,
+    cancel: CancelFlag,
+}
+
+impl Responder {
+    pub(crate) fn for_loop(
+        inbox: Arc<LoopInbox>,
+        slot: usize,
+        generation: u64,
+        request: &Request,
+    ) -> Responder {
+        Responder {
+            sink: Some(Sink::Loop {
+                inbox,
+                slot,
+                generation,
+            }),
+            seq: request.seq,
+            coding: request.response_coding(),
+            cancel: request.cancel.clone(),
+        }
+    }
+
+    /// A responder that delivers into a channel instead of a connection:
+    /// for tests of an [`HttpService`] and for in-process callers. The
+    /// response arrives compressed if the request asked for it.
+    pub fn channel(request: &Request) -> (Responder, mpsc::Receiver<Response>) {
+        let (tx, rx) = mpsc::channel();
+        let responder = Responder {
+            sink: Some(Sink::Channel(tx)),
+            seq: request.seq,
+            coding: request.response_coding(),
+            cancel: request.cancel.clone(),
+        };
+        (responder, rx)
+    }
+
+    /// The request's cancellation flag, set when the client disconnects.
+    pub fn cancel_flag(&self) -> &CancelFlag {
+        &self.cancel
+    }
+
+    /// Whether the client has gone away.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Sends the response. A response body is compressed here, on the
+    /// calling thread, when the client asked for it, so the event loop does
+    /// not spend its time in the compressor.
+    pub fn respond(mut self, response: Response) {
+        self.deliver(response);
+    }
+
+    fn deliver(&mut self, mut response: Response) {
+        let Some(sink) = self.sink.take() else { return };
+        if let Some(coding) = self.coding {
+            http1::compress_response(&mut response, coding);
+        }
+        match sink {
+            Sink::Loop {
+                inbox,
+                slot,
+                generation,
+            } => inbox.post(LoopMsg::Complete {
+                slot,
+                generation,
+                seq: self.seq,
+                response,
+            }),
+            Sink::Channel(tx) => {
+                // The receiver may be gone; nobody is waiting then.
+                let _ = tx.send(response);
+            }
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.sink.is_some() {
+            self.deliver(Response::error(
+                500,
+                "request was dropped without a response",
+            ));
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("seq", &self.seq)
+            .field("pending", &self.sink.is_some())
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::http1::Connection;
+    use std::time::Instant;
+
+    fn request(extra: &str) -> Request {
+        let mut c = Connection::new(http1::Config::default(), Instant::now());
+        c.handle_read(
+            format!("GET / HTTP/1.1\r\n{extra}\r\n").as_bytes(),
+            Instant::now(),
+        );
+        c.poll_request().expect("a request")
+    }
+
+    #[test]
+    fn dropped_responder_answers_500() {
+        let req = request("");
+        let (responder, rx) = Responder::channel(&req);
+        drop(responder);
+        assert_eq!(rx.recv().unwrap().status, 500);
+    }
+
+    #[test]
+    fn responds_once_compressed_when_asked() {
+        let req = request("Accept-Encoding: gzip\r\n");
+        let (responder, rx) = Responder::channel(&req);
+        assert!(!responder.is_cancelled());
+        responder.respond(Response::json(200, "{\"a\":1}"));
+        let resp = rx.recv().unwrap();
+        assert_eq!(resp.header("content-encoding"), Some("gzip"));
+        assert!(rx.try_recv().is_err(), "exactly one response");
+    }
+}

@@ -1,0 +1,489 @@
+//! HTTP/1.1 front end over real sockets: a small echo service behind
+//! `net::HttpServer`, driven by plain `std::net::TcpStream` clients.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flate2::Compression;
+use nereid::net::{HttpConfig, HttpServer, HttpServerHandle, HttpService, Responder};
+use nereid::protocol::http1::{self, Request, Response};
+
+/// Echoes bodies back; a few paths exercise slow, dropped, panicking and
+/// cancelled requests.
+struct Echo {
+    cancelled: mpsc::SyncSender<bool>,
+    handled: AtomicUsize,
+}
+
+impl HttpService for Echo {
+    fn handle(&self, request: Request, responder: Responder) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        match request.path.as_str() {
+            "/slow" => {
+                let ms: u64 = request
+                    .query
+                    .as_deref()
+                    .and_then(|q| q.strip_prefix("ms="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    responder.respond(Response::new(200).with_body(format!("slept {ms}")));
+                });
+            }
+            "/wait-cancel" => {
+                let tx = self.cancelled.clone();
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    while !responder.is_cancelled() && start.elapsed() < Duration::from_secs(10) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let _ = tx.send(responder.is_cancelled());
+                    responder.respond(Response::new(200));
+                });
+            }
+            "/big" => {
+                let body = Bytes::from(vec![b'x'; 8 * 1024 * 1024]);
+                responder.respond(
+                    Response::new(200)
+                        .with_body(body.slice(..4 * 1024 * 1024))
+                        .with_body(body),
+                );
+            }
+            "/drop" => drop(responder),
+            "/panic" => panic!("the echo service was asked to panic"),
+            _ => {
+                let mut response = Response::new(200)
+                    .with_header("X-Method", request.method.clone())
+                    .with_header("X-Path", request.path.clone());
+                if let Some(ct) = request.content_type() {
+                    response = response.with_header("Content-Type", ct.to_owned());
+                }
+                responder.respond(response.with_body(request.body));
+            }
+        }
+    }
+}
+
+struct Server {
+    handle: Option<HttpServerHandle>,
+    addr: SocketAddr,
+    cancelled: mpsc::Receiver<bool>,
+    service: Arc<Echo>,
+}
+
+impl Server {
+    fn start() -> Server {
+        Server::with(http1::Config::default())
+    }
+
+    fn with(http1: http1::Config) -> Server {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let service = Arc::new(Echo {
+            cancelled: tx,
+            handled: AtomicUsize::new(0),
+        });
+        let config = HttpConfig {
+            address: "127.0.0.1".to_owned(),
+            port: 0,
+            threads: 2,
+            http1,
+        };
+        let handle = HttpServer::start(config, service.clone()).expect("server starts");
+        let addr = handle.local_addr();
+        assert_ne!(addr.port(), 0);
+        Server {
+            handle: Some(handle),
+            addr,
+            cancelled: rx,
+            service,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        self.stream.write_all(data).expect("write");
+    }
+
+    /// Reads one response; `None` when the server closed first.
+    fn read_response(&mut self) -> Option<Resp> {
+        loop {
+            if let Some((resp, used)) = parse(&self.buf) {
+                self.buf.drain(..used);
+                return Some(resp);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    /// Whether the server closes the connection (EOF or reset) with nothing
+    /// more sent.
+    fn closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut chunk = [0u8; 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn parse(data: &[u8]) -> Option<(Resp, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(data).expect("well-formed response") {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return None,
+    };
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    if data.len() < head + len {
+        return None;
+    }
+    let resp = Resp {
+        status: resp.code.unwrap(),
+        headers,
+        body: data[head..head + len].to_vec(),
+    };
+    Some((resp, head + len))
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+#[test]
+fn keep_alive_serves_many_requests() {
+    let server = Server::start();
+    let mut c = server.client();
+    for i in 0..20 {
+        let body = format!("request {i}");
+        c.send(&post("/echo", body.as_bytes()));
+        let resp = c.read_response().expect("a response");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, body.as_bytes());
+        assert_eq!(resp.header("x-method"), Some("POST"));
+        assert!(resp.header("connection").is_none());
+    }
+}
+
+#[test]
+fn pipelined_requests_answered_in_order() {
+    let server = Server::start();
+    let mut c = server.client();
+    let mut batch = b"GET /slow?ms=200 HTTP/1.1\r\n\r\n".to_vec();
+    batch.extend_from_slice(&post("/echo", b"second"));
+    batch.extend_from_slice(b"GET /slow?ms=10 HTTP/1.1\r\n\r\n");
+    c.send(&batch);
+    let bodies: Vec<Vec<u8>> = (0..3).map(|_| c.read_response().unwrap().body).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            b"slept 200".to_vec(),
+            b"second".to_vec(),
+            b"slept 10".to_vec()
+        ]
+    );
+}
+
+#[test]
+fn slow_client_one_byte_per_write() {
+    let server = Server::start();
+    let mut c = server.client();
+    let req = post("/echo", b"drip");
+    for b in &req {
+        c.send(std::slice::from_ref(b));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.body, b"drip");
+}
+
+#[test]
+fn disconnect_mid_body_and_cancellation() {
+    let server = Server::start();
+    {
+        let mut c = server.client();
+        c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly ten b");
+    }
+    // The server is unharmed.
+    let mut c = server.client();
+    c.send(&post("/echo", b"fine"));
+    assert_eq!(c.read_response().unwrap().body, b"fine");
+
+    // A client leaving while its request is in flight cancels it.
+    {
+        let mut c = server.client();
+        c.send(b"GET /wait-cancel HTTP/1.1\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cancelled = server
+        .cancelled
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap();
+    assert!(cancelled, "the cancel flag is set on disconnect");
+}
+
+#[test]
+fn expect_100_continue() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let interim = c.read_response().unwrap();
+    assert_eq!(interim.status, 100);
+    c.send(b"hello");
+    let resp = c.read_response().unwrap();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+}
+
+#[test]
+fn chunked_request_body() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnere\r\n");
+    std::thread::sleep(Duration::from_millis(20));
+    c.send(b"2;x=y\r\nid\r\n0\r\nTrailer: ok\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().body, b"nereid");
+}
+
+#[test]
+fn gzip_request_and_response() {
+    let server = Server::start();
+    let mut c = server.client();
+    let plain = br#"{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[4],"data":[1,2,3,4]}]}"#
+        .repeat(20);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(&plain).unwrap();
+    let gz = enc.finish().unwrap();
+    let mut req = format!(
+        "POST /echo HTTP/1.1\r\nContent-Encoding: gzip\r\nAccept-Encoding: deflate;q=0.5, gzip\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&gz);
+    c.send(&req);
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&resp.body[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain);
+}
+
+#[test]
+fn oversize_body_is_refused_with_413() {
+    let server = Server::with(http1::Config {
+        max_body_bytes: 1024,
+        ..http1::Config::default()
+    });
+    let mut c = server.client();
+    c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n");
+    // Keep sending part of the body, as a client that does not wait would.
+    let _ = c.stream.write_all(&[0u8; 4096]);
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.header("connection"), Some("close"));
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("1024"));
+    assert!(c.closed());
+}
+
+#[test]
+fn malformed_request_gets_400_and_close() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(b"THIS IS NOT HTTP\r\n\r\n");
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.status, 400);
+    assert!(c.closed());
+}
+
+#[test]
+fn dropped_and_panicking_handlers_answer_500() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(b"GET /drop HTTP/1.1\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().status, 500);
+    c.send(b"GET /panic HTTP/1.1\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().status, 500);
+    c.send(&post("/echo", b"still here"));
+    assert_eq!(c.read_response().unwrap().body, b"still here");
+}
+
+#[test]
+fn large_response_to_a_slow_reader() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(b"GET /big HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.body.len(), 12 * 1024 * 1024);
+    assert!(resp.body.iter().all(|&b| b == b'x'));
+}
+
+#[test]
+fn idle_timeout_closes_the_connection() {
+    let server = Server::with(http1::Config {
+        idle_timeout: Duration::from_millis(200),
+        header_timeout: Duration::from_millis(200),
+        ..http1::Config::default()
+    });
+    let mut c = server.client();
+    c.send(&post("/echo", b"x"));
+    assert_eq!(c.read_response().unwrap().status, 200);
+    let start = Instant::now();
+    assert!(c.closed());
+    assert!(start.elapsed() < Duration::from_secs(5));
+
+    // A head that never completes gets 408.
+    let mut c = server.client();
+    c.send(b"GET / HTTP/1.1\r\nX-Slow: ");
+    assert_eq!(c.read_response().unwrap().status, 408);
+}
+
+#[test]
+fn many_concurrent_clients() {
+    let server = Server::start();
+    let addr = server.addr;
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..25 {
+                    let body = format!("{t}-{i}");
+                    c.send(&post("/echo", body.as_bytes()));
+                    assert_eq!(c.read_response().unwrap().body, body.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(server.service.handled.load(Ordering::Relaxed), 16 * 25);
+}
+
+#[test]
+fn shutdown_drains_in_flight_requests() {
+    let mut server = Server::start();
+    let mut busy = server.client();
+    busy.send(b"GET /slow?ms=300 HTTP/1.1\r\n\r\n");
+    let mut idle = server.client();
+    idle.send(&post("/echo", b"x"));
+    assert_eq!(idle.read_response().unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(50));
+
+    let handle = server.handle.take().unwrap();
+    let start = Instant::now();
+    let stopper =
+        std::thread::spawn(move || handle.shutdown(Instant::now() + Duration::from_secs(5)));
+    let resp = busy
+        .read_response()
+        .expect("the in-flight request is answered");
+    assert_eq!(resp.body, b"slept 300");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(busy.closed());
+    assert!(idle.closed(), "idle keep-alive connections are closed");
+    stopper.join().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(4));
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "the port is closed"
+    );
+}
+
+#[test]
+fn shutdown_deadline_cuts_off_slow_requests() {
+    let mut server = Server::start();
+    let mut busy = server.client();
+    busy.send(b"GET /wait-cancel HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    server
+        .handle
+        .take()
+        .unwrap()
+        .shutdown(Instant::now() + Duration::from_millis(200));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(busy.closed());
+    assert!(
+        server
+            .cancelled
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+    );
+}
