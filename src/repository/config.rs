@@ -1,0 +1,1233 @@
+//! Model configuration: parsing `config.pbtxt` (protobuf text format) and
+//! JSON overrides (protobuf JSON mapping) through the reflection pool,
+//! printing a configuration as the JSON the configuration endpoint returns,
+//! the default filling Triton performs on every model, and validation with
+//! errors that name the model, the file, the field, and what was expected.
+//!
+//! Nothing here touches a backend or a scheduler; the repository manager
+//! strings these steps together (see [`crate::repository::manager`]).
+
+use std::borrow::Cow;
+use std::fs;
+use std::path::Path;
+
+use prost_reflect::{DeserializeOptions, DynamicMessage, SerializeOptions};
+
+use crate::core::proto::inference::model_config::SchedulingChoice;
+use crate::core::proto::inference::model_input::Format;
+use crate::core::proto::inference::model_instance_group::Kind as GroupKind;
+use crate::core::proto::inference::model_optimization_policy::PinnedMemoryBuffer;
+use crate::core::proto::inference::model_version_policy::{Latest, PolicyChoice};
+use crate::core::proto::inference::{
+    DataType as ConfigDataType, ModelOptimizationPolicy, ModelTensorReshape,
+};
+use crate::core::proto::{
+    ModelConfig, ModelInstanceGroup, ModelVersionPolicy, model_config_descriptor,
+};
+use crate::core::{Error, Result};
+
+/// File name of a model's configuration inside its directory.
+pub const CONFIG_FILE: &str = "config.pbtxt";
+
+/// The platform name that marks an ensemble.
+pub const ENSEMBLE_PLATFORM: &str = "ensemble";
+
+/// Idle time after which a sequence is released when the configuration
+/// leaves `max_sequence_idle_microseconds` at 0 (one second, as Triton).
+pub const DEFAULT_SEQUENCE_IDLE_MICROSECONDS: u64 = 1_000_000;
+
+/// Where a configuration came from, for error messages: the model and the
+/// file (or "config override" for one sent with a load request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    /// The model's name (its directory name).
+    pub model: String,
+    /// The configuration file path, or a description of the source.
+    pub file: String,
+}
+
+impl ConfigSource {
+    /// A configuration read from `path` for model `model`.
+    pub fn file(model: &str, path: &Path) -> ConfigSource {
+        ConfigSource {
+            model: model.to_owned(),
+            file: path.display().to_string(),
+        }
+    }
+
+    /// A configuration sent as JSON with a load request.
+    pub fn config_override(model: &str) -> ConfigSource {
+        ConfigSource {
+            model: model.to_owned(),
+            file: "config override".to_owned(),
+        }
+    }
+
+    /// An invalid-argument error prefixed with the model and file.
+    pub fn error(&self, detail: impl std::fmt::Display) -> Error {
+        Error::invalid_arg(format!("model '{}' ({}): {detail}", self.model, self.file))
+    }
+}
+
+/// Parses protobuf text format into a [`ModelConfig`]. Unknown fields,
+/// unknown enum values and malformed syntax are errors; nothing is filled
+/// or validated. This is the entry point the `config.pbtxt` fuzz target
+/// drives.
+pub fn parse_config_text(text: &str) -> Result<ModelConfig> {
+    let text = colons_before_lists(text);
+    let message = DynamicMessage::parse_text_format(model_config_descriptor(), &text)
+        .map_err(|e| Error::invalid_arg(format!("cannot parse protobuf text format: {e}")))?;
+    message
+        .transcode_to::<ModelConfig>()
+        .map_err(|e| Error::internal(format!("cannot convert the parsed configuration: {e}")))
+}
+
+/// Inserts the optional `:` between a field name and a `[` list.
+///
+/// The protobuf text format lets a message field's list go without the
+/// colon (`input [ { ... } ]`), which is how nearly every `config.pbtxt` is
+/// written, but prost-reflect's parser insists on `input: [ ... ]`. This
+/// pass walks the text with just enough lexing to skip strings and `#`
+/// comments, and adds the colon after an identifier that is followed by `[`
+/// and is not itself a value (preceded by `:`). Everything else, including
+/// all syntax errors, is left for the real parser.
+fn colons_before_lists(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    if !b.contains(&b'[') {
+        return Cow::Borrowed(text);
+    }
+    let skip_blank = |mut j: usize| {
+        loop {
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b'#' {
+                while j < b.len() && b[j] != b'\n' {
+                    j += 1;
+                }
+            } else {
+                return j;
+            }
+        }
+    };
+    let mut out = Vec::with_capacity(b.len() + 16);
+    let mut prev = 0u8;
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        let c = b[i];
+        if c == b'#' {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'"' || c == b'\'' {
+            i += 1;
+            while i < b.len() && b[i] != c && b[i] != b'\n' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(b.len());
+            prev = c;
+        } else if c.is_ascii_alphanumeric() || c == b'_' {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric()
+                    || b[i] == b'_'
+                    || (c.is_ascii_digit() && b[i] == b'.'))
+            {
+                i += 1;
+            }
+            out.extend_from_slice(&b[start..i]);
+            let field_name = !c.is_ascii_digit() && prev != b':';
+            if field_name && b.get(skip_blank(i)) == Some(&b'[') {
+                out.push(b':');
+            }
+            prev = c;
+            continue;
+        } else {
+            i += 1;
+            if !c.is_ascii_whitespace() {
+                prev = c;
+            }
+        }
+        out.extend_from_slice(&b[start..i]);
+    }
+    // Only ASCII ':' was inserted, and only after ASCII identifier bytes.
+    Cow::Owned(String::from_utf8(out).expect("inserting ':' keeps UTF-8 valid"))
+}
+
+/// Parses a configuration in the protobuf JSON mapping (field names in
+/// either proto or lowerCamel form, enums by name or number, 64-bit integers
+/// as numbers or strings). Unknown fields are errors.
+pub fn parse_config_json(json: &str) -> Result<ModelConfig> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let message = DynamicMessage::deserialize_with_options(
+        model_config_descriptor(),
+        &mut de,
+        &DeserializeOptions::new().deny_unknown_fields(true),
+    )
+    .and_then(|m| de.end().map(|()| m))
+    .map_err(|e| Error::invalid_arg(format!("cannot parse JSON model configuration: {e}")))?;
+    message
+        .transcode_to::<ModelConfig>()
+        .map_err(|e| Error::internal(format!("cannot convert the parsed configuration: {e}")))
+}
+
+/// Reads and parses a `config.pbtxt` file for model `model`.
+pub fn read_config_file(model: &str, path: &Path) -> Result<ModelConfig> {
+    let source = ConfigSource::file(model, path);
+    let text = fs::read_to_string(path).map_err(|e| source.error(format!("cannot read: {e}")))?;
+    parse_config_text(&text).map_err(|e| source.error(e.message()))
+}
+
+/// Prints a configuration as the model configuration endpoint returns it:
+/// proto field names, every field without presence shown even at its
+/// default, enums by name, 64-bit integers as JSON numbers.
+pub fn config_to_json(config: &ModelConfig) -> String {
+    let mut message = DynamicMessage::new(model_config_descriptor());
+    // The descriptor and the prost type come from the same .proto file, so
+    // the round trip through the wire format cannot fail.
+    message
+        .transcode_from(config)
+        .expect("ModelConfig matches its own descriptor");
+    let options = SerializeOptions::new()
+        .skip_default_fields(false)
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(false)
+        .use_enum_numbers(false);
+    let mut out = serde_json::Serializer::new(Vec::new());
+    message
+        .serialize_with_options(&mut out, &options)
+        .expect("serializing to memory cannot fail");
+    String::from_utf8(out.into_inner()).expect("serde_json writes UTF-8")
+}
+
+/// What a known backend implies for `platform` and `default_model_filename`.
+struct BackendFiles {
+    backend: &'static str,
+    platform: Option<&'static str>,
+    filename: &'static str,
+}
+
+/// The backends whose platform and model file name the server fills in
+/// itself, as Triton does for backward compatibility. Order matters where a
+/// backend has several platforms: the first is the default.
+const KNOWN_BACKENDS: &[BackendFiles] = &[
+    BackendFiles {
+        backend: "onnxruntime",
+        platform: Some("onnxruntime_onnx"),
+        filename: "model.onnx",
+    },
+    BackendFiles {
+        backend: "tensorrt",
+        platform: Some("tensorrt_plan"),
+        filename: "model.plan",
+    },
+    BackendFiles {
+        backend: "python",
+        platform: None,
+        filename: "model.py",
+    },
+    BackendFiles {
+        backend: "pytorch",
+        platform: Some("pytorch_libtorch"),
+        filename: "model.pt",
+    },
+    BackendFiles {
+        backend: "openvino",
+        platform: None,
+        filename: "model.xml",
+    },
+    BackendFiles {
+        backend: "tensorflow",
+        platform: Some("tensorflow_savedmodel"),
+        filename: "model.savedmodel",
+    },
+    BackendFiles {
+        backend: "tensorflow",
+        platform: Some("tensorflow_graphdef"),
+        filename: "model.graphdef",
+    },
+];
+
+/// Fills `backend`, `platform` and `default_model_filename` from each other
+/// and from the files of the model's first version directory, the way
+/// Triton's server-side auto-fill does: `platform: "onnxruntime_onnx"`
+/// implies `backend: "onnxruntime"` and `model.onnx`, a lone `model.py`
+/// implies the python backend, and a model named `foo.bar` with nothing
+/// else set uses backend `bar`. Ensembles are left alone.
+pub fn fill_backend_fields(config: &mut ModelConfig, model_dir: &Path) {
+    if config.platform == ENSEMBLE_PLATFORM {
+        return;
+    }
+    if config.backend.is_empty() {
+        let found = if !config.platform.is_empty() {
+            KNOWN_BACKENDS
+                .iter()
+                .find(|k| k.platform == Some(config.platform.as_str()))
+        } else if !config.default_model_filename.is_empty() {
+            KNOWN_BACKENDS
+                .iter()
+                .find(|k| k.filename == config.default_model_filename)
+        } else {
+            first_version_entries(model_dir).and_then(|entries| {
+                KNOWN_BACKENDS
+                    .iter()
+                    .find(|k| entries.iter().any(|e| e == k.filename))
+            })
+        };
+        if let Some(k) = found {
+            config.backend = k.backend.to_owned();
+            if config.platform.is_empty()
+                && let Some(p) = k.platform
+            {
+                config.platform = p.to_owned();
+            }
+        } else if config.platform.is_empty()
+            && config.default_model_filename.is_empty()
+            && let Some((_, suffix)) = config.name.split_once('.')
+            && !suffix.is_empty()
+        {
+            config.backend = suffix.to_owned();
+            config.default_model_filename = format!("model.{suffix}");
+        }
+    }
+    let same_backend = KNOWN_BACKENDS
+        .iter()
+        .filter(|k| k.backend == config.backend);
+    let chosen = same_backend
+        .clone()
+        .find(|k| k.platform.is_some() && k.platform == Some(config.platform.as_str()))
+        .or_else(|| {
+            same_backend
+                .clone()
+                .find(|k| k.filename == config.default_model_filename)
+        })
+        .or_else(|| same_backend.clone().next());
+    if let Some(k) = chosen {
+        if config.platform.is_empty()
+            && let Some(p) = k.platform
+        {
+            config.platform = p.to_owned();
+        }
+        if config.default_model_filename.is_empty() {
+            config.default_model_filename = k.filename.to_owned();
+        }
+    }
+}
+
+/// Names of the entries of the lowest-numbered version directory.
+fn first_version_entries(model_dir: &Path) -> Option<Vec<String>> {
+    let version = super::versions::scan_versions(model_dir)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let entries = fs::read_dir(model_dir.join(version.to_string())).ok()?;
+    Some(
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+    )
+}
+
+/// Fills what Triton fills on every model after auto-completion: the
+/// version policy (latest 1), preferred batch sizes and sequence idle time
+/// left unset, pinned-memory buffers, and instance groups (one group named
+/// after the model when none is given; `<model>_<index>` names; KIND_AUTO
+/// resolved to GPU when `available_gpus` covers it, else CPU; count 1, or
+/// 2 on CPU for onnxruntime and tensorflow; every GPU when a GPU group lists
+/// none).
+pub fn normalize(config: &mut ModelConfig, available_gpus: &[i32]) {
+    if config.version_policy.is_none() {
+        config.version_policy = Some(ModelVersionPolicy {
+            policy_choice: Some(PolicyChoice::Latest(Latest { num_versions: 1 })),
+        });
+    }
+    let max_batch_size = config.max_batch_size;
+    match &mut config.scheduling_choice {
+        Some(SchedulingChoice::DynamicBatching(db))
+            if db.preferred_batch_size.is_empty() && max_batch_size > 0 =>
+        {
+            db.preferred_batch_size.push(max_batch_size);
+        }
+        Some(SchedulingChoice::SequenceBatching(sb)) => {
+            if sb.max_sequence_idle_microseconds == 0 {
+                sb.max_sequence_idle_microseconds = DEFAULT_SEQUENCE_IDLE_MICROSECONDS;
+            }
+            use crate::core::proto::inference::model_sequence_batching::StrategyChoice;
+            if let Some(StrategyChoice::Oldest(oldest)) = &mut sb.strategy_choice
+                && oldest.preferred_batch_size.is_empty()
+                && max_batch_size > 0
+            {
+                oldest.preferred_batch_size.push(max_batch_size);
+            }
+        }
+        Some(SchedulingChoice::EnsembleScheduling(_)) => return,
+        Some(SchedulingChoice::DynamicBatching(_)) | None => {}
+    }
+
+    let optimization = config
+        .optimization
+        .get_or_insert_with(ModelOptimizationPolicy::default);
+    for buffer in [
+        &mut optimization.input_pinned_memory,
+        &mut optimization.output_pinned_memory,
+    ] {
+        buffer.get_or_insert(PinnedMemoryBuffer { enable: true });
+    }
+
+    if config.instance_group.is_empty() {
+        config.instance_group.push(ModelInstanceGroup {
+            name: config.name.clone(),
+            ..Default::default()
+        });
+    }
+    for (index, group) in config.instance_group.iter_mut().enumerate() {
+        if group.name.is_empty() {
+            group.name = format!("{}_{index}", config.name);
+        }
+        if group.kind == GroupKind::Auto as i32 {
+            let on_gpu =
+                !available_gpus.is_empty() && group.gpus.iter().all(|g| available_gpus.contains(g));
+            group.kind = if on_gpu {
+                GroupKind::Gpu as i32
+            } else {
+                GroupKind::Cpu as i32
+            };
+        }
+        if group.count < 1 {
+            let cpu_default_two = matches!(config.backend.as_str(), "onnxruntime" | "tensorflow");
+            group.count = if group.kind == GroupKind::Cpu as i32 && cpu_default_two {
+                2
+            } else {
+                1
+            };
+        }
+        if group.kind == GroupKind::Gpu as i32 && group.gpus.is_empty() {
+            group.gpus = available_gpus.to_vec();
+        }
+    }
+}
+
+/// Formats dims the way error messages show shapes: `[8,16]`.
+pub fn format_dims(dims: &[i64]) -> String {
+    let inner: Vec<String> = dims.iter().map(i64::to_string).collect();
+    format!("[{}]", inner.join(","))
+}
+
+/// The explanation of the implicit batch dimension, for messages about a
+/// tensor's dims.
+fn batch_dimension_note(max_batch_size: i32) -> String {
+    if max_batch_size > 0 {
+        format!(
+            "with max_batch_size {max_batch_size} the first dimension of every request tensor is the batch dimension; it is implicit and must not be listed in dims"
+        )
+    } else {
+        "with max_batch_size 0 the model does not batch and dims is the full shape".to_owned()
+    }
+}
+
+/// A hint for a request tensor whose shape does not match the configured
+/// dims, when the mismatch is exactly the batch dimension: the client sent
+/// the shape without the batch dimension to a batching model, or with one
+/// to a model that does not batch. `None` when the batch dimension does not
+/// explain the mismatch.
+pub fn batch_dimension_hint(max_batch_size: i32, dims: &[i64], shape: &[i64]) -> Option<String> {
+    let matches = |s: &[i64]| {
+        s.len() == dims.len()
+            && s.iter()
+                .zip(dims)
+                .all(|(&got, &want)| want == -1 || got == want)
+    };
+    if max_batch_size > 0 && matches(shape) {
+        Some(format!(
+            "the model batches (max_batch_size {max_batch_size}), so the shape must start with the batch dimension: expected [batch,{}]",
+            dims.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+    } else if max_batch_size == 0 && shape.len() == dims.len() + 1 && matches(&shape[1..]) {
+        Some(format!(
+            "the model does not batch (max_batch_size 0), so the shape is exactly dims {} with no leading batch dimension",
+            format_dims(dims)
+        ))
+    } else {
+        None
+    }
+}
+
+/// Checks a completed configuration. `source` names the model (whose
+/// directory name the configuration's `name` must equal) and the file for
+/// messages; `available_gpus` is what GPU instance groups may use.
+pub fn validate(config: &ModelConfig, source: &ConfigSource, available_gpus: &[i32]) -> Result<()> {
+    if config.name != source.model {
+        return Err(source.error(format!(
+            "unexpected directory name '{}' for model '{}', directory name must equal model name",
+            source.model, config.name
+        )));
+    }
+    if config.max_batch_size < 0 {
+        return Err(source.error(format!(
+            "max_batch_size must be >= 0 (0 means the model does not batch), found {}",
+            config.max_batch_size
+        )));
+    }
+    validate_version_policy(config, source)?;
+    validate_platform(config, source)?;
+
+    if config.input.is_empty() {
+        return Err(source.error(
+            "the configuration declares no inputs; add at least one `input [ { name: ... data_type: ... dims: [...] } ]`",
+        ));
+    }
+    if config.output.is_empty() {
+        return Err(source.error(
+            "the configuration declares no outputs; add at least one `output [ { name: ... data_type: ... dims: [...] } ]`",
+        ));
+    }
+    let mbs = config.max_batch_size;
+    for (index, input) in config.input.iter().enumerate() {
+        let io = Io {
+            kind: "input",
+            index,
+            name: &input.name,
+            data_type: input.data_type,
+            dims: &input.dims,
+            reshape: input.reshape.as_ref(),
+        };
+        io.validate(source, mbs)?;
+        if input.format != Format::None as i32 {
+            let format = Format::try_from(input.format).map_err(|_| {
+                source.error(format!(
+                    "input '{}': unknown format value {}",
+                    input.name, input.format
+                ))
+            })?;
+            if input.dims.len() != 3 {
+                return Err(source.error(format!(
+                    "input '{}' has {} and needs exactly 3 dims (the image's non-batch dimensions), found {} in dims {}; {}",
+                    input.name,
+                    format.as_str_name(),
+                    input.dims.len(),
+                    format_dims(&input.dims),
+                    batch_dimension_note(mbs)
+                )));
+            }
+        }
+    }
+    for (index, output) in config.output.iter().enumerate() {
+        let io = Io {
+            kind: "output",
+            index,
+            name: &output.name,
+            data_type: output.data_type,
+            dims: &output.dims,
+            reshape: output.reshape.as_ref(),
+        };
+        io.validate(source, mbs)?;
+    }
+    check_unique(
+        source,
+        "input",
+        config.input.iter().map(|i| i.name.as_str()),
+    )?;
+    check_unique(
+        source,
+        "output",
+        config.output.iter().map(|o| o.name.as_str()),
+    )?;
+
+    validate_instance_groups(config, source, available_gpus)?;
+    validate_scheduling(config, source)?;
+    Ok(())
+}
+
+fn validate_version_policy(config: &ModelConfig, source: &ConfigSource) -> Result<()> {
+    match config.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
+        None => Err(source.error(
+            "version_policy must choose one of latest, all or specific (leave version_policy out for the default, latest { num_versions: 1 })",
+        )),
+        Some(PolicyChoice::Latest(latest)) if latest.num_versions == 0 => Err(source.error(
+            "version_policy latest num_versions must be >= 1, found 0",
+        )),
+        Some(PolicyChoice::Specific(specific)) if specific.versions.is_empty() => Err(source
+            .error("version_policy specific must list at least one version, found none")),
+        Some(PolicyChoice::Specific(specific)) => match specific.versions.iter().find(|&&v| v < 0)
+        {
+            Some(v) => Err(source.error(format!(
+                "version_policy specific lists version {v}; versions are the non-negative numbers of the model's version directories"
+            ))),
+            None => Ok(()),
+        },
+        Some(_) => Ok(()),
+    }
+}
+
+fn validate_platform(config: &ModelConfig, source: &ConfigSource) -> Result<()> {
+    let is_ensemble_platform = config.platform == ENSEMBLE_PLATFORM;
+    let has_ensemble_steps = matches!(
+        config.scheduling_choice,
+        Some(SchedulingChoice::EnsembleScheduling(_))
+    );
+    if is_ensemble_platform && !config.backend.is_empty() {
+        return Err(source.error(format!(
+            "an ensemble (platform 'ensemble') must leave backend empty, found backend '{}'",
+            config.backend
+        )));
+    }
+    if is_ensemble_platform && !has_ensemble_steps {
+        return Err(source
+            .error("platform 'ensemble' needs an ensemble_scheduling section listing its steps"));
+    }
+    if has_ensemble_steps && !is_ensemble_platform {
+        return Err(source.error(format!(
+            "ensemble_scheduling is only allowed with platform 'ensemble', found platform '{}'",
+            config.platform
+        )));
+    }
+    Ok(())
+}
+
+/// The fields inputs and outputs share, for one set of checks.
+struct Io<'a> {
+    kind: &'static str,
+    index: usize,
+    name: &'a str,
+    data_type: i32,
+    dims: &'a [i64],
+    reshape: Option<&'a ModelTensorReshape>,
+}
+
+impl Io<'_> {
+    fn validate(&self, source: &ConfigSource, max_batch_size: i32) -> Result<()> {
+        let kind = self.kind;
+        if self.name.is_empty() {
+            return Err(source.error(format!(
+                "{kind} #{} has no name; every {kind} needs `name: \"...\"`",
+                self.index
+            )));
+        }
+        let name = self.name;
+        match ConfigDataType::try_from(self.data_type) {
+            Ok(ConfigDataType::TypeInvalid) => {
+                return Err(source.error(format!(
+                    "{kind} '{name}' must set data_type (TYPE_BOOL, TYPE_INT32, TYPE_FP32, TYPE_STRING, ...), found TYPE_INVALID"
+                )));
+            }
+            Err(_) => {
+                return Err(source.error(format!(
+                    "{kind} '{name}' has unknown data_type value {}",
+                    self.data_type
+                )));
+            }
+            Ok(_) => {}
+        }
+        if self.dims.is_empty() {
+            return Err(source.error(format!(
+                "{kind} '{name}' must set dims, found none; for a single value per batch item use dims: [ 1 ] with reshape: {{ shape: [ ] }}; {}",
+                batch_dimension_note(max_batch_size)
+            )));
+        }
+        if let Some((position, bad)) = self
+            .dims
+            .iter()
+            .enumerate()
+            .find(|&(_, &d)| d < 1 && d != -1)
+        {
+            return Err(source.error(format!(
+                "{kind} '{name}' dims {}: dimension {position} is {bad}; each dimension must be >= 1, or -1 for a variable-size dimension ({})",
+                format_dims(self.dims),
+                batch_dimension_note(max_batch_size)
+            )));
+        }
+        if let Some(reshape) = self.reshape {
+            self.validate_reshape(source, max_batch_size, &reshape.shape)?;
+        }
+        Ok(())
+    }
+
+    fn validate_reshape(
+        &self,
+        source: &ConfigSource,
+        max_batch_size: i32,
+        shape: &[i64],
+    ) -> Result<()> {
+        let (kind, name) = (self.kind, self.name);
+        if shape.is_empty() && max_batch_size == 0 {
+            return Err(source.error(format!(
+                "{kind} '{name}' has an empty reshape, which is only allowed when the model batches (max_batch_size > 0): a non-batching model cannot have scalar tensors"
+            )));
+        }
+        if let Some((position, bad)) = shape.iter().enumerate().find(|&(_, &d)| d < 1 && d != -1) {
+            return Err(source.error(format!(
+                "{kind} '{name}' reshape {}: dimension {position} is {bad}; each dimension must be >= 1, or -1 for a variable-size dimension",
+                format_dims(shape)
+            )));
+        }
+        // Compare the element counts of the runs between variable-size
+        // dimensions: [2,4,-1,6] may become [8,-1,1,6] but not [8,-1,3].
+        let runs = |dims: &[i64]| -> Vec<i128> {
+            dims.split(|&d| d == -1)
+                .map(|run| run.iter().map(|&d| i128::from(d)).product())
+                .collect()
+        };
+        let (from, to) = (runs(self.dims), runs(shape));
+        // An empty reshape stands for one element.
+        let empty_reshape_ok = shape.is_empty() && from == [1];
+        if from != to && !empty_reshape_ok {
+            return Err(source.error(format!(
+                "{kind} '{name}' has dims {} and reshape {}, which do not hold the same number of elements{}",
+                format_dims(self.dims),
+                format_dims(shape),
+                if from.len() == to.len() {
+                    String::new()
+                } else {
+                    " (they have different numbers of variable-size dimensions)".to_owned()
+                }
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_unique<'a>(
+    source: &ConfigSource,
+    kind: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    let mut seen: Vec<&str> = Vec::new();
+    for name in names {
+        if seen.contains(&name) {
+            return Err(source.error(format!(
+                "{kind} '{name}' is declared more than once; {kind} names must be unique"
+            )));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+fn validate_instance_groups(
+    config: &ModelConfig,
+    source: &ConfigSource,
+    available_gpus: &[i32],
+) -> Result<()> {
+    let is_ensemble = matches!(
+        config.scheduling_choice,
+        Some(SchedulingChoice::EnsembleScheduling(_))
+    );
+    if is_ensemble {
+        if !config.instance_group.is_empty() {
+            return Err(source.error(
+                "an ensemble must not set instance_group; its steps' models own the instances",
+            ));
+        }
+        return Ok(());
+    }
+    if config.instance_group.is_empty() {
+        return Err(source.error("instance_group must list at least one group"));
+    }
+    for group in &config.instance_group {
+        let name = &group.name;
+        if group.count < 1 {
+            return Err(source.error(format!(
+                "instance group '{name}' count must be >= 1, found {}",
+                group.count
+            )));
+        }
+        let kind = GroupKind::try_from(group.kind).map_err(|_| {
+            source.error(format!(
+                "instance group '{name}' has unknown kind value {}",
+                group.kind
+            ))
+        })?;
+        match kind {
+            GroupKind::Cpu | GroupKind::Model if !group.gpus.is_empty() => {
+                return Err(source.error(format!(
+                    "instance group '{name}' has kind {} but lists gpus {:?}; only KIND_GPU and KIND_AUTO groups may list gpus",
+                    kind.as_str_name(),
+                    group.gpus
+                )));
+            }
+            GroupKind::Gpu if available_gpus.is_empty() => {
+                return Err(source.error(format!(
+                    "instance group '{name}' has kind KIND_GPU but no GPUs are available; use KIND_CPU or KIND_AUTO"
+                )));
+            }
+            GroupKind::Gpu => {
+                if let Some(bad) = group.gpus.iter().find(|g| !available_gpus.contains(g)) {
+                    return Err(source.error(format!(
+                        "instance group '{name}' lists gpu {bad}, which is not available (available: {available_gpus:?})"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn validate_scheduling(config: &ModelConfig, source: &ConfigSource) -> Result<()> {
+    let mbs = config.max_batch_size;
+    if let Some(SchedulingChoice::DynamicBatching(db)) = &config.scheduling_choice {
+        for &size in &db.preferred_batch_size {
+            if size <= 0 || size > mbs {
+                return Err(source.error(format!(
+                    "dynamic_batching preferred_batch_size {size} must be between 1 and max_batch_size ({mbs})"
+                )));
+            }
+        }
+        if db.priority_levels > 0
+            && (db.default_priority_level < 1 || db.default_priority_level > db.priority_levels)
+        {
+            return Err(source.error(format!(
+                "dynamic_batching default_priority_level must be in [1, {}] (priority_levels), found {}",
+                db.priority_levels, db.default_priority_level
+            )));
+        }
+        if let Some(level) = db
+            .priority_queue_policy
+            .keys()
+            .find(|&&level| level < 1 || level > db.priority_levels)
+        {
+            return Err(source.error(format!(
+                "dynamic_batching priority_queue_policy has priority level {level}, outside [1, {}] (priority_levels)",
+                db.priority_levels
+            )));
+        }
+    }
+    if let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice {
+        use crate::core::proto::inference::model_sequence_batching::StrategyChoice;
+        if let Some(StrategyChoice::Oldest(oldest)) = &sb.strategy_choice {
+            for &size in &oldest.preferred_batch_size {
+                if size <= 0 || size > mbs {
+                    return Err(source.error(format!(
+                        "sequence_batching oldest preferred_batch_size {size} must be between 1 and max_batch_size ({mbs})"
+                    )));
+                }
+            }
+        }
+        if let Some(StrategyChoice::Direct(direct)) = &sb.strategy_choice {
+            let u = direct.minimum_slot_utilization;
+            if u != 0.0 && !(u > 0.0 && u <= 1.0) {
+                return Err(source.error(format!(
+                    "sequence_batching direct minimum_slot_utilization must be in (0.0, 1.0], found {u}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Triton's `simple` example model configuration, verbatim in shape.
+    const SIMPLE: &str = r#"
+name: "simple"
+platform: "tensorflow_graphdef"
+max_batch_size: 8
+input [
+  {
+    name: "INPUT0"
+    data_type: TYPE_INT32
+    dims: [ 16 ]
+  },
+  {
+    name: "INPUT1"
+    data_type: TYPE_INT32
+    dims: [ 16 ]
+  }
+]
+output [
+  {
+    name: "OUTPUT0"
+    data_type: TYPE_INT32
+    dims: [ 16 ]
+  },
+  {
+    name: "OUTPUT1"
+    data_type: TYPE_INT32
+    dims: [ 16 ]
+  }
+]
+"#;
+
+    fn source(model: &str) -> ConfigSource {
+        ConfigSource {
+            model: model.to_owned(),
+            file: format!("{model}/config.pbtxt"),
+        }
+    }
+
+    fn completed(text: &str, model: &str) -> ModelConfig {
+        let mut config = parse_config_text(text).expect("parses");
+        if config.name.is_empty() {
+            config.name = model.to_owned();
+        }
+        normalize(&mut config, &[]);
+        config
+    }
+
+    fn validation_error(text: &str) -> String {
+        let config = completed(text, "m");
+        validate(&config, &source("m"), &[])
+            .expect_err("invalid")
+            .message()
+            .to_owned()
+    }
+
+    #[test]
+    fn parses_simple() {
+        let config = parse_config_text(SIMPLE).unwrap();
+        assert_eq!(config.name, "simple");
+        assert_eq!(config.platform, "tensorflow_graphdef");
+        assert_eq!(config.max_batch_size, 8);
+        assert_eq!(config.input.len(), 2);
+        assert_eq!(config.input[1].name, "INPUT1");
+        assert_eq!(config.input[1].data_type, ConfigDataType::TypeInt32 as i32);
+        assert_eq!(config.output[0].dims, vec![16]);
+    }
+
+    #[test]
+    fn parses_the_rest_of_the_schema() {
+        let text = r#"
+            # comments and both separators are fine
+            name: 'seq'; backend: "onnxruntime", max_batch_size: 4
+            version_policy: { specific: { versions: [1, 3] } }
+            input { name: "IMAGE" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [3, 224, 224] }
+            input { name: "LEN" data_type: TYPE_INT64 dims: [1] reshape: { shape: [] } optional: true }
+            output { name: "PROB" data_type: TYPE_FP32 dims: [1000] label_filename: "labels.txt" }
+            sequence_batching {
+              max_sequence_idle_microseconds: 5000000
+              control_input [ { name: "START" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [0, 1] } ] } ]
+              oldest { max_candidate_sequences: 4 }
+              state [ { input_name: "IN_STATE" output_name: "OUT_STATE" data_type: TYPE_FP32 dims: [-1]
+                        initial_state: { name: "init" data_type: TYPE_FP32 dims: [1] zero_data: true } } ]
+            }
+            instance_group [ { count: 2 kind: KIND_CPU rate_limiter { resources [ { name: "R1" count: 2 } ] priority: 2 } } ]
+            parameters { key: "execute_delay_ms" value: { string_value: "10" } }
+            model_warmup [ { name: "w" batch_size: 1 inputs { key: "LEN" value: { data_type: TYPE_INT64 dims: [1] random_data: true } } } ]
+            optimization { cuda { graphs: true graph_spec [ { batch_size: 1 input { key: "IMAGE" value: { dim: [3, 224, 224] } } } ] } }
+            model_transaction_policy { decoupled: false }
+            response_cache { enable: true }
+        "#;
+        let config = parse_config_text(text).unwrap();
+        assert_eq!(config.name, "seq");
+        assert_eq!(config.input[0].format, Format::Nchw as i32);
+        assert!(config.input[1].optional);
+        assert_eq!(config.parameters["execute_delay_ms"].string_value, "10");
+        assert!(matches!(
+            config.version_policy.as_ref().unwrap().policy_choice,
+            Some(PolicyChoice::Specific(ref s)) if s.versions == vec![1, 3]
+        ));
+        let mut config = config;
+        normalize(&mut config, &[]);
+        validate(&config, &source("seq"), &[]).unwrap();
+    }
+
+    #[test]
+    fn list_colons_are_optional() {
+        assert_eq!(
+            colons_before_lists("input [ { name: \"a [b\" dims: [1] } ] # x [\noutput # c\n [ ]"),
+            "input: [ { name: \"a [b\" dims: [1] } ] # x [\noutput: # c\n [ ]"
+        );
+        // Values and numbers before '[' are not field names.
+        let odd = "a: B [ ] 1e5 [ 'it''s' [";
+        assert_eq!(colons_before_lists(odd), odd);
+        assert!(matches!(
+            colons_before_lists("name: \"x\""),
+            Cow::Borrowed(_)
+        ));
+        let with = parse_config_text("input: [ { name: \"A\" } ] output { name: \"B\" }").unwrap();
+        let without =
+            parse_config_text("input [ { name: \"A\" } ] output [ { name: \"B\" } ]").unwrap();
+        assert_eq!(with, without);
+    }
+
+    #[test]
+    fn parse_errors_are_reported() {
+        let err = parse_config_text("name: \"x\"\nmax_batch_sise: 8\n").unwrap_err();
+        assert!(
+            err.message().contains("max_batch_sise"),
+            "{}",
+            err.message()
+        );
+        let err = parse_config_text("input [ { data_type: TYPE_INT33 } ]").unwrap_err();
+        assert!(err.message().contains("TYPE_INT33"), "{}", err.message());
+        assert!(parse_config_text("input [ { name: \"a\" ").is_err());
+        assert!(parse_config_text("max_batch_size: 99999999999").is_err());
+    }
+
+    #[test]
+    fn json_round_trip_keeps_defaults_and_numbers() {
+        let mut config = parse_config_text(SIMPLE).unwrap();
+        fill_backend_fields(&mut config, Path::new("/nonexistent"));
+        normalize(&mut config, &[]);
+        let json = config_to_json(&config);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["name"], "simple");
+        assert_eq!(value["max_batch_size"], 8);
+        // int64 dims are numbers, enums are names, defaults are present.
+        assert_eq!(value["input"][0]["dims"], serde_json::json!([16]));
+        assert_eq!(value["input"][0]["data_type"], "TYPE_INT32");
+        assert_eq!(value["input"][0]["format"], "FORMAT_NONE");
+        assert_eq!(value["input"][0]["is_shape_tensor"], false);
+        assert_eq!(value["backend"], "tensorflow");
+        assert_eq!(value["default_model_filename"], "model.graphdef");
+        assert_eq!(value["runtime"], "");
+        assert_eq!(value["version_policy"]["latest"]["num_versions"], 1);
+        assert_eq!(value["instance_group"][0]["name"], "simple");
+        assert_eq!(value["instance_group"][0]["kind"], "KIND_CPU");
+        // Triton's CPU default for the tensorflow backend is two instances.
+        assert_eq!(value["instance_group"][0]["count"], 2);
+        assert_eq!(value["optimization"]["input_pinned_memory"]["enable"], true);
+        assert_eq!(value["cc_model_filenames"], serde_json::json!({}));
+        // ... and it parses back as the same configuration.
+        assert_eq!(parse_config_json(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn json_override_parses_and_rejects_unknown_fields() {
+        let config = parse_config_json(
+            r#"{"backend":"identity","max_batch_size":2,
+                "input":[{"name":"IN","data_type":"TYPE_FP32","dims":["-1", 4]}],
+                "output":[{"name":"OUT","dataType":"TYPE_FP32","dims":[-1,4]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.input[0].dims, vec![-1, 4]);
+        assert_eq!(config.output[0].data_type, ConfigDataType::TypeFp32 as i32);
+        let err = parse_config_json(r#"{"max_batch_size": 1, "inputs": []}"#).unwrap_err();
+        assert!(err.message().contains("inputs"), "{}", err.message());
+        assert!(parse_config_json(r#"{"max_batch_size": 1} trailing"#).is_err());
+    }
+
+    #[test]
+    fn normalize_fills_triton_defaults() {
+        let mut config = parse_config_text(
+            r#"name: "m" backend: "onnxruntime" max_batch_size: 8
+               dynamic_batching { }
+               instance_group [ { kind: KIND_CPU }, { count: 3 kind: KIND_AUTO } ]"#,
+        )
+        .unwrap();
+        normalize(&mut config, &[]);
+        let groups: Vec<(&str, i32, i32)> = config
+            .instance_group
+            .iter()
+            .map(|g| (g.name.as_str(), g.kind, g.count))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("m_0", GroupKind::Cpu as i32, 2),
+                ("m_1", GroupKind::Cpu as i32, 3)
+            ]
+        );
+        match &config.scheduling_choice {
+            Some(SchedulingChoice::DynamicBatching(db)) => {
+                assert_eq!(db.preferred_batch_size, vec![8])
+            }
+            other => panic!("unexpected scheduling {other:?}"),
+        }
+
+        let mut gpu = parse_config_text("name: \"g\" backend: \"x\"").unwrap();
+        normalize(&mut gpu, &[0, 1]);
+        assert_eq!(gpu.instance_group[0].kind, GroupKind::Gpu as i32);
+        assert_eq!(gpu.instance_group[0].gpus, vec![0, 1]);
+        assert_eq!(gpu.instance_group[0].count, 1);
+    }
+
+    #[test]
+    fn backend_fields_follow_platform_file_and_name() {
+        let dir = std::env::temp_dir().join(format!(
+            "nereid-config-test-{}-backend-fields",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("1")).unwrap();
+        fs::write(dir.join("1").join("model.onnx"), b"").unwrap();
+
+        let mut c = ModelConfig {
+            platform: "onnxruntime_onnx".into(),
+            ..Default::default()
+        };
+        fill_backend_fields(&mut c, &dir);
+        assert_eq!(
+            (c.backend.as_str(), c.default_model_filename.as_str()),
+            ("onnxruntime", "model.onnx")
+        );
+
+        let mut c = ModelConfig::default();
+        fill_backend_fields(&mut c, &dir);
+        assert_eq!(
+            (c.backend.as_str(), c.platform.as_str()),
+            ("onnxruntime", "onnxruntime_onnx")
+        );
+
+        let mut c = ModelConfig {
+            backend: "python".into(),
+            ..Default::default()
+        };
+        fill_backend_fields(&mut c, &dir);
+        assert_eq!(
+            (c.platform.as_str(), c.default_model_filename.as_str()),
+            ("", "model.py")
+        );
+
+        let mut c = ModelConfig {
+            name: "m.identity".into(),
+            ..Default::default()
+        };
+        fill_backend_fields(&mut c, Path::new("/nonexistent"));
+        assert_eq!(
+            (c.backend.as_str(), c.default_model_filename.as_str()),
+            ("identity", "model.identity")
+        );
+
+        let mut c = ModelConfig {
+            backend: "identity".into(),
+            ..Default::default()
+        };
+        fill_backend_fields(&mut c, &dir);
+        assert_eq!(
+            (c.platform.as_str(), c.default_model_filename.as_str()),
+            ("", "")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn validation_accepts_simple() {
+        let config = completed(SIMPLE, "simple");
+        validate(&config, &source("simple"), &[]).unwrap();
+    }
+
+    #[test]
+    fn validation_errors_name_model_file_and_field() {
+        let config = completed(SIMPLE, "simple");
+        let err = validate(&config, &source("other"), &[]).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "model 'other' (other/config.pbtxt): unexpected directory name 'other' for model 'simple', directory name must equal model name"
+        );
+
+        let err = validation_error(
+            "max_batch_size: 8 input [{name: \"INPUT0\" data_type: TYPE_FP32 dims: [8, 0]}] output [{name: \"O\" data_type: TYPE_FP32 dims: [1]}]",
+        );
+        assert_eq!(
+            err,
+            "model 'm' (m/config.pbtxt): input 'INPUT0' dims [8,0]: dimension 1 is 0; each dimension must be >= 1, or -1 for a variable-size dimension (with max_batch_size 8 the first dimension of every request tensor is the batch dimension; it is implicit and must not be listed in dims)"
+        );
+
+        let err = validation_error(
+            "max_batch_size: 8 input [{name: \"IMAGE\" data_type: TYPE_FP32 format: FORMAT_NHWC dims: [8, 224, 224, 3]}] output [{name: \"O\" data_type: TYPE_FP32 dims: [1]}]",
+        );
+        assert!(
+            err.contains("FORMAT_NHWC and needs exactly 3 dims"),
+            "{err}"
+        );
+        assert!(err.contains("must not be listed in dims"), "{err}");
+
+        let cases: &[(&str, &str)] = &[
+            ("max_batch_size: -1", "max_batch_size must be >= 0"),
+            ("max_batch_size: 1", "declares no inputs"),
+            (
+                "input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}]",
+                "declares no outputs",
+            ),
+            (
+                "input [{name: \"A\" dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "input 'A' must set data_type",
+            ),
+            (
+                "input [{name: \"A\" data_type: TYPE_FP32}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "input 'A' must set dims, found none",
+            ),
+            (
+                "input [{data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "input #0 has no name",
+            ),
+            (
+                "input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}, {name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "input 'A' is declared more than once",
+            ),
+            (
+                "input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [-2]}]",
+                "output 'B' dims [-2]: dimension 0 is -2",
+            ),
+            (
+                "input [{name: \"A\" data_type: TYPE_FP32 dims: [2, 4, -1, 6] reshape { shape: [8, -1, 3] }}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "do not hold the same number of elements",
+            ),
+            (
+                "input [{name: \"A\" data_type: TYPE_FP32 dims: [1] reshape { shape: [] }}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "empty reshape",
+            ),
+            (
+                "version_policy { latest { num_versions: 0 } } input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "num_versions must be >= 1, found 0",
+            ),
+            (
+                "version_policy { specific { } } input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "specific must list at least one version",
+            ),
+            (
+                "instance_group [{kind: KIND_CPU gpus: [0]}] input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "has kind KIND_CPU but lists gpus [0]",
+            ),
+            (
+                "instance_group [{kind: KIND_GPU}] input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "has kind KIND_GPU but no GPUs are available",
+            ),
+            (
+                "max_batch_size: 4 dynamic_batching { preferred_batch_size: [8] } input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "preferred_batch_size 8 must be between 1 and max_batch_size (4)",
+            ),
+            (
+                "platform: \"ensemble\" input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "needs an ensemble_scheduling section",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = validation_error(text);
+            assert!(err.starts_with("model 'm' (m/config.pbtxt): "), "{err}");
+            assert!(
+                err.contains(expected),
+                "{text}\n=> {err}\nexpected: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn reshape_rules() {
+        let ok = [
+            "max_batch_size: 2 input [{name: \"A\" data_type: TYPE_FP32 dims: [1] reshape { shape: [] }}]",
+            "input [{name: \"A\" data_type: TYPE_FP32 dims: [2, 4, -1, 6] reshape { shape: [8, -1, 1, 6] }}]",
+            "input [{name: \"A\" data_type: TYPE_FP32 dims: [2, 3] reshape { shape: [6] }}]",
+        ];
+        for text in ok {
+            let text = format!("{text} output [{{name: \"B\" data_type: TYPE_FP32 dims: [1]}}]");
+            let config = completed(&text, "m");
+            validate(&config, &source("m"), &[]).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn batch_dimension_hints() {
+        assert_eq!(
+            batch_dimension_hint(8, &[16], &[16]).as_deref(),
+            Some(
+                "the model batches (max_batch_size 8), so the shape must start with the batch dimension: expected [batch,16]"
+            )
+        );
+        assert!(
+            batch_dimension_hint(0, &[16], &[1, 16])
+                .unwrap()
+                .contains("does not batch")
+        );
+        assert_eq!(batch_dimension_hint(8, &[16], &[1, 15]), None);
+        assert_eq!(batch_dimension_hint(0, &[16], &[15]), None);
+        assert!(batch_dimension_hint(8, &[-1, 3], &[7, 3]).is_some());
+    }
+}

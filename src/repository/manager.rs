@@ -1,0 +1,1447 @@
+//! The model manager: owns every model version the server knows about and
+//! moves each through its lifecycle.
+//!
+//! ```text
+//!              load ok               unload / reload drops it
+//!   LOADING ───────────► READY ───────────► UNLOADING ──► UNAVAILABLE ("unloaded")
+//!      │                                                       ▲
+//!      └───────────── load failed (reason = the error) ────────┘
+//! ```
+//!
+//! A model is a subdirectory of a repository; its versions are numbered
+//! subdirectories, selected by the configuration's version policy. Loading
+//! reads and completes the configuration (see [`super::config`]), resolves
+//! the backend, and starts one [`ModelScheduler`] per version. A reload
+//! keeps the old versions serving until every new version is ready; if any
+//! new version fails, the old ones stay and the new ones are dropped.
+//!
+//! Load and unload calls for one model are serialized; different models load
+//! in parallel. Lookups ([`ModelManager::get`]) only take a short lock and
+//! hand out `Arc<LoadedModel>`, so a request in flight keeps its version
+//! alive through an unload.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use log::{error, info};
+
+use super::config::{self, CONFIG_FILE, ConfigSource};
+use super::versions;
+use crate::backend::{Backend, BackendRegistry, ModelContext};
+use crate::core::proto::ModelConfig;
+use crate::core::proto::inference::model_config::SchedulingChoice;
+use crate::core::{Code, Error, Result};
+use crate::scheduler::ModelScheduler;
+
+/// How models get loaded and unloaded (`--model-control-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ControlMode {
+    /// Every model is loaded at start; the load/unload API is refused.
+    #[default]
+    None,
+    /// Every model is loaded at start and [`ModelManager::poll`] applies
+    /// changes in the repositories; the load/unload API is refused.
+    Poll,
+    /// Only the startup models (`--load-model`) are loaded at start; the
+    /// load/unload API controls the rest.
+    Explicit,
+}
+
+impl ControlMode {
+    /// Parses a `--model-control-mode` value (`none`, `poll`, `explicit`).
+    pub fn from_flag(value: &str) -> Option<ControlMode> {
+        match value {
+            "none" => Some(ControlMode::None),
+            "poll" => Some(ControlMode::Poll),
+            "explicit" => Some(ControlMode::Explicit),
+            _ => None,
+        }
+    }
+}
+
+/// What the manager is told at start.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Repository directories (`--model-repository`, repeatable).
+    pub repositories: Vec<PathBuf>,
+    /// `--model-control-mode`.
+    pub control_mode: ControlMode,
+    /// `--load-model` names for explicit mode; `*` alone means every model.
+    pub startup_models: Vec<String>,
+    /// Whether backends may complete configurations (and a model may lack a
+    /// `config.pbtxt`); false under `--strict-model-config=true` or
+    /// `--disable-auto-complete-config`.
+    pub auto_complete: bool,
+    /// GPU ids instance groups may use; empty on a machine without GPUs.
+    pub available_gpus: Vec<i32>,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> ManagerOptions {
+        ManagerOptions {
+            repositories: Vec::new(),
+            control_mode: ControlMode::None,
+            startup_models: Vec::new(),
+            auto_complete: true,
+            available_gpus: Vec::new(),
+        }
+    }
+}
+
+/// Lifecycle state of one model version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    /// Instances are being created.
+    Loading,
+    /// Serving requests.
+    Ready,
+    /// Not serving: failed to load, or unloaded (see the reason).
+    Unavailable,
+    /// Finishing its queued requests before it goes away.
+    Unloading,
+}
+
+impl ModelState {
+    /// The name the repository index and the startup table show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Loading => "LOADING",
+            ModelState::Ready => "READY",
+            ModelState::Unavailable => "UNAVAILABLE",
+            ModelState::Unloading => "UNLOADING",
+        }
+    }
+}
+
+/// One loaded, ready model version.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: i64,
+    /// The completed, validated configuration.
+    pub config: Arc<ModelConfig>,
+    /// The configuration as the model configuration endpoint prints it.
+    pub config_json: String,
+    /// The model's directory.
+    pub model_path: PathBuf,
+    /// The version's directory.
+    pub version_path: PathBuf,
+    /// Name of the backend serving it.
+    pub backend: String,
+    /// The version's queue and instances.
+    pub scheduler: ModelScheduler,
+}
+
+/// One row of the repository index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Version, when the row is about one version.
+    pub version: Option<String>,
+    /// `READY`, `UNAVAILABLE`, `LOADING`, `UNLOADING`, or empty for a model
+    /// that was never loaded.
+    pub state: String,
+    /// Why the version is not ready; empty otherwise.
+    pub reason: String,
+}
+
+/// The reason recorded for versions removed by an unload.
+pub const UNLOADED_REASON: &str = "unloaded";
+
+/// The reason shown for a model found in more than one repository.
+pub const DUPLICATE_REASON: &str = "model appears in two or more repositories";
+
+/// The message of a load/unload call in a mode that does not allow it
+/// (Triton's wording, which names polling even in mode `none`).
+pub const CONTROL_DISABLED: &str =
+    "explicit model load / unload is not allowed if polling is enabled";
+
+#[derive(Debug)]
+struct VersionSlot {
+    state: ModelState,
+    reason: String,
+    model: Option<Arc<LoadedModel>>,
+}
+
+#[derive(Debug, Default)]
+struct ModelRecord {
+    versions: BTreeMap<i64, VersionSlot>,
+    /// Why the last load failed before any version was tried (bad or
+    /// missing configuration, unknown backend, no version directory).
+    failure: Option<String>,
+    /// Newest modification time in the model directory at the last load
+    /// attempt, for poll mode.
+    stamp: Option<SystemTime>,
+}
+
+/// Owns the models of the repositories and their lifecycle.
+pub struct ModelManager {
+    options: ManagerOptions,
+    backends: BackendRegistry,
+    models: Mutex<BTreeMap<String, ModelRecord>>,
+    /// One lock per model name, held across a load or unload of that model.
+    model_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for ModelManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelManager")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Triton's name for an error code, as it prefixes a failed version's reason.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Unknown => "Unknown",
+        Code::Internal => "Internal",
+        Code::NotFound => "Not found",
+        Code::InvalidArg => "Invalid argument",
+        Code::Unavailable => "Unavailable",
+        Code::Unsupported => "Unsupported",
+        Code::AlreadyExists => "Already exists",
+        Code::Cancelled => "Cancelled",
+    }
+}
+
+fn reason_of(e: &Error) -> String {
+    format!("{}: {}", code_name(e.code()), e.message())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind that is still
+    // consistent for our purposes (every update is a single assignment).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unknown_model(message: String) -> Error {
+    Error::not_found(format!("Request for unknown model: {message}"))
+}
+
+/// Checks a model name handed to the load API (Triton's rules and wording).
+fn validate_model_name(name: &str) -> Result<()> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid_arg(
+            "Model name cannot be empty. Please enter a valid name to deploy.",
+        ));
+    }
+    if trimmed == ".." || trimmed.contains('/') || trimmed.contains('\\') {
+        return Err(Error::invalid_arg(format!(
+            "invalid model name '{name}', model name must not contain path traversal characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Newest modification time of `dir` and everything below it (a few levels
+/// deep, which covers config, version directories and their files).
+fn directory_stamp(dir: &Path, depth: usize) -> Option<SystemTime> {
+    let mut newest = fs::metadata(dir).and_then(|m| m.modified()).ok()?;
+    if depth == 0 {
+        return Some(newest);
+    }
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let stamp = if path.is_dir() {
+            directory_stamp(&path, depth - 1)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        if let Some(s) = stamp {
+            newest = newest.max(s);
+        }
+    }
+    Some(newest)
+}
+
+/// What a version load produced.
+enum VersionOutcome {
+    Started(Arc<LoadedModel>),
+    Failed(Error),
+}
+
+impl ModelManager {
+    /// Checks the options and the repository directories; loads nothing
+    /// (call [`ModelManager::start`]).
+    pub fn new(options: ManagerOptions, backends: BackendRegistry) -> Result<ModelManager> {
+        if options.repositories.is_empty() {
+            return Err(Error::invalid_arg(
+                "at least one model repository is required (--model-repository)",
+            ));
+        }
+        for repo in &options.repositories {
+            if !repo.is_dir() {
+                return Err(Error::invalid_arg(format!(
+                    "repository path is not a valid directory: '{}'",
+                    repo.display()
+                )));
+            }
+        }
+        if options.control_mode == ControlMode::Explicit
+            && options.startup_models.iter().any(|m| m == "*")
+            && options.startup_models.len() > 1
+        {
+            return Err(Error::invalid_arg(
+                "Wildcard model name '*' must be the ONLY startup model if specified at all.",
+            ));
+        }
+        Ok(ModelManager {
+            options,
+            backends,
+            models: Mutex::new(BTreeMap::new()),
+            model_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The options the manager was created with.
+    pub fn options(&self) -> &ManagerOptions {
+        &self.options
+    }
+
+    /// Loads the startup models: every model in modes `none` and `poll`,
+    /// the `--load-model` names (or every model for `*`) in mode
+    /// `explicit`. Every model is attempted; if any fails, the error is
+    /// Triton's "failed to load all models" and the details are in the log,
+    /// the index and [`ModelManager::model_table`].
+    pub fn start(&self) -> Result<()> {
+        let names: Vec<String> = match self.options.control_mode {
+            ControlMode::Explicit if self.options.startup_models.iter().all(|m| m != "*") => {
+                let mut names = self.options.startup_models.clone();
+                names.sort();
+                names.dedup();
+                names
+            }
+            _ => self.repository_models()?.into_keys().collect(),
+        };
+        let failures = self.load_many(&names);
+        if failures == 0 {
+            Ok(())
+        } else {
+            Err(Error::internal("failed to load all models"))
+        }
+    }
+
+    /// Loads `names` on a few threads; returns how many failed.
+    fn load_many(&self, names: &[String]) -> usize {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 4)
+            .min(names.len());
+        let next = AtomicUsize::new(0);
+        let failures = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = self.load_model(name, None) {
+                            error!("{}", e.message());
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        failures.into_inner()
+    }
+
+    /// Every model directory of every repository: name → directories (more
+    /// than one when the name appears in several repositories). Hidden
+    /// directories are skipped.
+    fn repository_models(&self) -> Result<BTreeMap<String, Vec<PathBuf>>> {
+        let mut found: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for repo in &self.options.repositories {
+            let entries = fs::read_dir(repo).map_err(|e| {
+                Error::internal(format!(
+                    "failed to poll model repository '{}': {e}",
+                    repo.display()
+                ))
+            })?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() && !name.starts_with('.') {
+                    found.entry(name).or_default().push(path);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The directory of model `name`, or why there is none.
+    fn locate(&self, name: &str) -> Result<PathBuf> {
+        let dirs: Vec<PathBuf> = self
+            .options
+            .repositories
+            .iter()
+            .map(|r| r.join(name))
+            .filter(|p| p.is_dir())
+            .collect();
+        match dirs.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::internal(format!(
+                "failed to load '{name}', failed to poll from model repository: no directory '{name}' in any model repository ({})",
+                self.options
+                    .repositories
+                    .iter()
+                    .map(|r| format!("'{}'", r.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            _ => Err(Error::internal(format!(
+                "failed to load '{name}', failed to poll from model repository: {DUPLICATE_REASON} ({})",
+                dirs.iter()
+                    .map(|d| format!("'{}'", d.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    fn model_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        Arc::clone(lock(&self.model_locks).entry(name.to_owned()).or_default())
+    }
+
+    fn require_explicit(&self) -> Result<()> {
+        if self.options.control_mode == ControlMode::Explicit {
+            Ok(())
+        } else {
+            Err(Error::unavailable(CONTROL_DISABLED))
+        }
+    }
+
+    /// Loads (or reloads) model `name` and returns once every selected
+    /// version is ready, or with the failure. `config_override` is a JSON
+    /// model configuration that replaces the model's `config.pbtxt` for this
+    /// load. Only allowed in mode `explicit`.
+    pub fn load(&self, name: &str, config_override: Option<&str>) -> Result<()> {
+        self.require_explicit()?;
+        validate_model_name(name)?;
+        self.load_model(name, config_override)
+    }
+
+    /// Unloads every version of `name`, waiting for queued requests to
+    /// finish. With `unload_dependents`, the ensembles that use the model are
+    /// unloaded too. Unloading a model that is not loaded succeeds. Only
+    /// allowed in mode `explicit`.
+    pub fn unload(&self, name: &str, unload_dependents: bool) -> Result<()> {
+        self.require_explicit()?;
+        let dependents = if unload_dependents {
+            self.dependents(name)
+        } else {
+            Vec::new()
+        };
+        self.unload_model(name);
+        for dependent in dependents {
+            self.unload_model(&dependent);
+        }
+        Ok(())
+    }
+
+    /// Names of the loaded ensembles with a step that uses model `name`:
+    /// what `unload(name, true)` unloads along with it.
+    pub fn dependents(&self, name: &str) -> Vec<String> {
+        let models = lock(&self.models);
+        models
+            .iter()
+            .filter(|(other, _)| other.as_str() != name)
+            .filter(|(_, record)| {
+                record
+                    .versions
+                    .values()
+                    .filter_map(|s| s.model.as_ref())
+                    .any(|m| {
+                        matches!(
+                            &m.config.scheduling_choice,
+                            Some(SchedulingChoice::EnsembleScheduling(e))
+                                if e.step.iter().any(|s| s.model_name == name)
+                        )
+                    })
+            })
+            .map(|(other, _)| other.clone())
+            .collect()
+    }
+
+    /// Applies repository changes in mode `poll`: loads new and modified
+    /// models, unloads models whose directory is gone. Failures are logged
+    /// and recorded; the call fails only when a repository cannot be read.
+    pub fn poll(&self) -> Result<()> {
+        if self.options.control_mode != ControlMode::Poll {
+            return Err(Error::unavailable("polling is disabled"));
+        }
+        let present = self.repository_models()?;
+        let mut to_load = Vec::new();
+        {
+            let models = lock(&self.models);
+            for (name, dirs) in &present {
+                let stamp = dirs.first().and_then(|d| directory_stamp(d, 3));
+                let known = models.get(name).map(|r| r.stamp);
+                if dirs.len() > 1 || known.is_none() || known != Some(stamp) {
+                    to_load.push(name.clone());
+                }
+            }
+        }
+        let gone: Vec<String> = lock(&self.models)
+            .keys()
+            .filter(|n| !present.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.unload_model(&name);
+        }
+        self.load_many(&to_load);
+        Ok(())
+    }
+
+    /// Unloads every model; the server calls it on exit.
+    pub fn shutdown(&self) {
+        let names: Vec<String> = lock(&self.models).keys().cloned().collect();
+        for name in names {
+            self.unload_model(&name);
+        }
+    }
+
+    fn unload_model(&self, name: &str) {
+        let model_lock = self.model_lock(name);
+        let _held = lock(&model_lock);
+        let leaving: Vec<(i64, Arc<LoadedModel>)> = {
+            let mut models = lock(&self.models);
+            let Some(record) = models.get_mut(name) else {
+                return;
+            };
+            record.failure = None;
+            record.stamp = None;
+            record
+                .versions
+                .iter_mut()
+                .filter_map(|(&v, slot)| {
+                    let model = slot.model.take()?;
+                    slot.state = ModelState::Unloading;
+                    slot.reason.clear();
+                    Some((v, model))
+                })
+                .collect()
+        };
+        for (version, model) in leaving {
+            model.scheduler.shutdown();
+            info!("successfully unloaded '{name}' version {version}");
+            let mut models = lock(&self.models);
+            if let Some(slot) = models
+                .get_mut(name)
+                .and_then(|r| r.versions.get_mut(&version))
+            {
+                slot.state = ModelState::Unavailable;
+                slot.reason = UNLOADED_REASON.to_owned();
+            }
+        }
+    }
+
+    /// Records a failure that happened before any version was tried.
+    fn record_failure(&self, name: &str, e: &Error) {
+        lock(&self.models)
+            .entry(name.to_owned())
+            .or_default()
+            .failure = Some(reason_of(e));
+    }
+
+    /// Reads, completes and validates the configuration of `name`, and
+    /// resolves its backend.
+    fn prepare(
+        &self,
+        name: &str,
+        dir: &Path,
+        config_override: Option<&str>,
+    ) -> Result<(ModelConfig, Arc<dyn Backend>)> {
+        let config_path = dir.join(CONFIG_FILE);
+        let (mut config, source) = match config_override {
+            Some(json) => {
+                let source = ConfigSource::config_override(name);
+                let config =
+                    config::parse_config_json(json).map_err(|e| source.error(e.message()))?;
+                (config, source)
+            }
+            None if config_path.is_file() => (
+                config::read_config_file(name, &config_path)?,
+                ConfigSource::file(name, &config_path),
+            ),
+            None if self.options.auto_complete => (
+                ModelConfig::default(),
+                ConfigSource::file(name, &config_path),
+            ),
+            None => {
+                return Err(Error::invalid_arg(format!(
+                    "model '{name}': no {CONFIG_FILE} in '{}'; a configuration file is required when auto-complete is disabled (--strict-model-config=true or --disable-auto-complete-config)",
+                    dir.display()
+                )));
+            }
+        };
+        if config.name.is_empty() {
+            config.name = name.to_owned();
+        }
+        config::fill_backend_fields(&mut config, dir);
+        // The registry's message already names the model and the field.
+        let backend = self.backends.resolve(&config)?;
+        if self.options.auto_complete {
+            backend.auto_complete(&mut config, dir).map_err(|e| {
+                source.error(format!(
+                    "backend '{}' auto-complete failed: {}",
+                    backend.name(),
+                    e.message()
+                ))
+            })?;
+        }
+        config::normalize(&mut config, &self.options.available_gpus);
+        config::validate(&config, &source, &self.options.available_gpus)?;
+        Ok((config, backend))
+    }
+
+    /// Loads or reloads `name` with no control-mode check.
+    fn load_model(&self, name: &str, config_override: Option<&str>) -> Result<()> {
+        let model_lock = self.model_lock(name);
+        let _held = lock(&model_lock);
+
+        let dir = self
+            .locate(name)
+            .inspect_err(|e| self.record_failure(name, e))?;
+        // Remember what this attempt saw, so that polling retries a failed
+        // model only once its files change.
+        lock(&self.models).entry(name.to_owned()).or_default().stamp = directory_stamp(&dir, 3);
+        let (config, backend) = self
+            .prepare(name, &dir, config_override)
+            .inspect_err(|e| self.record_failure(name, e))?;
+
+        let present =
+            versions::scan_versions(&dir).inspect_err(|e| self.record_failure(name, e))?;
+        let policy = config.version_policy.clone().unwrap_or_default();
+        let selected = versions::select_versions(name, &policy, &present);
+        if selected.is_empty() {
+            let e = Error::invalid_arg(format!(
+                "load failed for model '{name}': at least one version must be available under the version policy of model '{name}' (version directories found: {present:?})"
+            ));
+            self.record_failure(name, &e);
+            return Err(e);
+        }
+
+        let config = Arc::new(config);
+        let config_json = config::config_to_json(&config);
+        {
+            let mut models = lock(&self.models);
+            let record = models.entry(name.to_owned()).or_default();
+            record.failure = None;
+            for &v in &selected {
+                let slot = record.versions.entry(v).or_insert(VersionSlot {
+                    state: ModelState::Loading,
+                    reason: String::new(),
+                    model: None,
+                });
+                if slot.model.is_none() {
+                    slot.state = ModelState::Loading;
+                    slot.reason.clear();
+                }
+            }
+        }
+
+        let outcomes: Vec<(i64, VersionOutcome)> = selected
+            .iter()
+            .map(|&version| {
+                let version_path = dir.join(version.to_string());
+                let ctx = ModelContext {
+                    name: name.to_owned(),
+                    version,
+                    version_path: version_path.clone(),
+                    model_path: dir.clone(),
+                    config: Arc::clone(&config),
+                };
+                let outcome = match ModelScheduler::start(ctx, Arc::clone(&backend)) {
+                    Ok(scheduler) => VersionOutcome::Started(Arc::new(LoadedModel {
+                        name: name.to_owned(),
+                        version,
+                        config: Arc::clone(&config),
+                        config_json: config_json.clone(),
+                        model_path: dir.clone(),
+                        version_path,
+                        backend: backend.name().to_owned(),
+                        scheduler,
+                    })),
+                    Err(e) => {
+                        error!(
+                            "failed to load '{name}' version {version}: {}",
+                            reason_of(&e)
+                        );
+                        VersionOutcome::Failed(e)
+                    }
+                };
+                (version, outcome)
+            })
+            .collect();
+
+        let failed: String = outcomes
+            .iter()
+            .filter_map(|(v, o)| match o {
+                VersionOutcome::Failed(e) => Some(format!(
+                    "version {v} is at UNAVAILABLE state: {};",
+                    reason_of(e)
+                )),
+                VersionOutcome::Started(_) => None,
+            })
+            .collect();
+
+        if failed.is_empty() {
+            self.commit(name, outcomes);
+            Ok(())
+        } else {
+            self.abort(name, &failed, outcomes);
+            Err(Error::invalid_arg(format!(
+                "load failed for model '{name}': {failed}"
+            )))
+        }
+    }
+
+    /// Makes freshly started versions live and retires what they replace.
+    fn commit(&self, name: &str, outcomes: Vec<(i64, VersionOutcome)>) {
+        let mut retired: Vec<(i64, Arc<LoadedModel>, bool)> = Vec::new();
+        {
+            let mut models = lock(&self.models);
+            let record = models.entry(name.to_owned()).or_default();
+            let live: BTreeSet<i64> = outcomes.iter().map(|(v, _)| *v).collect();
+            for (version, outcome) in outcomes {
+                if let VersionOutcome::Started(model) = outcome {
+                    let slot = record.versions.entry(version).or_insert(VersionSlot {
+                        state: ModelState::Ready,
+                        reason: String::new(),
+                        model: None,
+                    });
+                    slot.state = ModelState::Ready;
+                    slot.reason.clear();
+                    if let Some(old) = slot.model.replace(model) {
+                        retired.push((version, old, false));
+                    }
+                    info!("successfully loaded '{name}' version {version}");
+                }
+            }
+            for (&version, slot) in record.versions.iter_mut() {
+                if !live.contains(&version)
+                    && let Some(old) = slot.model.take()
+                {
+                    slot.state = ModelState::Unloading;
+                    retired.push((version, old, true));
+                }
+            }
+        }
+        for (version, old, removed) in retired {
+            old.scheduler.shutdown();
+            if removed {
+                info!("successfully unloaded '{name}' version {version}");
+                let mut models = lock(&self.models);
+                if let Some(slot) = models
+                    .get_mut(name)
+                    .and_then(|r| r.versions.get_mut(&version))
+                {
+                    slot.state = ModelState::Unavailable;
+                    slot.reason = UNLOADED_REASON.to_owned();
+                }
+            }
+        }
+    }
+
+    /// Drops the versions a failed load started; versions that were serving
+    /// before keep serving, the others become UNAVAILABLE.
+    fn abort(&self, name: &str, failed: &str, outcomes: Vec<(i64, VersionOutcome)>) {
+        let mut dropped = Vec::new();
+        {
+            let mut models = lock(&self.models);
+            let record = models.entry(name.to_owned()).or_default();
+            for (version, outcome) in outcomes {
+                let Some(slot) = record.versions.get_mut(&version) else {
+                    continue;
+                };
+                if slot.model.is_some() {
+                    // The previous load of this version is still serving.
+                    slot.state = ModelState::Ready;
+                    slot.reason.clear();
+                } else {
+                    slot.state = ModelState::Unavailable;
+                    slot.reason = match &outcome {
+                        VersionOutcome::Failed(e) => reason_of(e),
+                        VersionOutcome::Started(_) => format!(
+                            "Invalid argument: not loaded because the load of model '{name}' failed: {failed}"
+                        ),
+                    };
+                }
+                if let VersionOutcome::Started(model) = outcome {
+                    dropped.push(model);
+                }
+            }
+        }
+        for model in dropped {
+            model.scheduler.shutdown();
+        }
+    }
+
+    /// The ready model version a request is for: `version` `None` (or -1)
+    /// means the highest ready version. Errors carry Triton's wording.
+    pub fn get(&self, name: &str, version: Option<i64>) -> Result<Arc<LoadedModel>> {
+        let models = lock(&self.models);
+        let record = models
+            .get(name)
+            .filter(|r| !r.versions.is_empty())
+            .ok_or_else(|| unknown_model(format!("'{name}' is not found")))?;
+        match version.filter(|&v| v != -1) {
+            Some(v) => {
+                let slot = record
+                    .versions
+                    .get(&v)
+                    .ok_or_else(|| unknown_model(format!("'{name}' version {v} is not found")))?;
+                match (&slot.model, slot.state) {
+                    (Some(model), ModelState::Ready) => Ok(Arc::clone(model)),
+                    _ => Err(Error::unavailable(format!(
+                        "Request for unknown model: '{name}' version {v} is not at ready state"
+                    ))),
+                }
+            }
+            None => record
+                .versions
+                .values()
+                .rev()
+                .find(|s| s.state == ModelState::Ready)
+                .and_then(|s| s.model.clone())
+                .ok_or_else(|| unknown_model(format!("'{name}' has no available versions"))),
+        }
+    }
+
+    /// Whether that model version (or, for `None`, any version) is ready.
+    pub fn ready(&self, name: &str, version: Option<i64>) -> bool {
+        self.get(name, version).is_ok()
+    }
+
+    /// The ready versions of `name`, ascending.
+    pub fn ready_versions(&self, name: &str) -> Vec<i64> {
+        lock(&self.models).get(name).map_or_else(Vec::new, |r| {
+            r.versions
+                .iter()
+                .filter(|(_, s)| s.state == ModelState::Ready)
+                .map(|(&v, _)| v)
+                .collect()
+        })
+    }
+
+    /// Whether every version the manager has tried to load is ready (or was
+    /// deliberately unloaded): the server's strict readiness.
+    pub fn all_ready(&self) -> bool {
+        lock(&self.models).values().all(|record| {
+            record.failure.is_none()
+                && record.versions.values().all(|s| {
+                    s.state == ModelState::Ready
+                        || (s.state == ModelState::Unavailable && s.reason == UNLOADED_REASON)
+                })
+        })
+    }
+
+    /// The repository index: every model directory of every repository, one
+    /// row per known version (or one row without a version for a model that
+    /// was never loaded or failed before any version was tried). With
+    /// `ready_only`, only READY versions.
+    pub fn index(&self, ready_only: bool) -> Result<Vec<IndexEntry>> {
+        let present = self.repository_models()?;
+        let models = lock(&self.models);
+        let mut index = Vec::new();
+        for (name, dirs) in present {
+            let row = |version: Option<String>, state: &str, reason: &str| IndexEntry {
+                name: name.clone(),
+                version,
+                state: state.to_owned(),
+                reason: reason.to_owned(),
+            };
+            if dirs.len() > 1 {
+                if !ready_only {
+                    index.push(row(
+                        None,
+                        ModelState::Unavailable.as_str(),
+                        DUPLICATE_REASON,
+                    ));
+                }
+                continue;
+            }
+            match models.get(&name) {
+                Some(record) if !record.versions.is_empty() => {
+                    for (v, slot) in &record.versions {
+                        if !ready_only || slot.state == ModelState::Ready {
+                            index.push(row(Some(v.to_string()), slot.state.as_str(), &slot.reason));
+                        }
+                    }
+                }
+                Some(ModelRecord {
+                    failure: Some(failure),
+                    ..
+                }) if !ready_only => {
+                    index.push(row(None, ModelState::Unavailable.as_str(), failure));
+                }
+                _ if !ready_only => index.push(row(None, "", "")),
+                _ => {}
+            }
+        }
+        Ok(index)
+    }
+
+    /// Rows for the startup table: (model, version, status), where status is
+    /// `READY` or `<STATE>: <reason>`; version is `-` for a model that failed
+    /// before any version was tried.
+    pub fn model_table(&self) -> Vec<(String, String, String)> {
+        let models = lock(&self.models);
+        let mut rows = Vec::new();
+        for (name, record) in models.iter() {
+            if record.versions.is_empty() {
+                if let Some(failure) = &record.failure {
+                    rows.push((
+                        name.clone(),
+                        "-".to_owned(),
+                        format!("UNAVAILABLE: {failure}"),
+                    ));
+                }
+                continue;
+            }
+            for (v, slot) in &record.versions {
+                let status = if slot.reason.is_empty() {
+                    slot.state.as_str().to_owned()
+                } else {
+                    format!("{}: {}", slot.state.as_str(), slot.reason)
+                };
+                rows.push((name.clone(), v.to_string(), status));
+            }
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{ExecRequest, ModelInstance};
+    use crate::core::Tensor;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Returns its inputs; refuses to create instances when the config
+    /// parameter `fail` is set, and counts live instances.
+    struct Echo {
+        name: &'static str,
+        live: Arc<AtomicUsize>,
+    }
+
+    struct EchoInstance(Arc<AtomicUsize>);
+
+    impl Drop for EchoInstance {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl ModelInstance for EchoInstance {
+        fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
+            Ok(request.inputs.to_vec())
+        }
+    }
+
+    impl Backend for Echo {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        fn create_instance(
+            &self,
+            ctx: &ModelContext,
+            _index: usize,
+        ) -> Result<Box<dyn ModelInstance>> {
+            if let Some(p) = ctx.config.parameters.get("fail") {
+                return Err(Error::invalid_arg(format!(
+                    "model '{}' version {}: told to fail ({})",
+                    ctx.name, ctx.version, p.string_value
+                )));
+            }
+            self.live.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(EchoInstance(Arc::clone(&self.live))))
+        }
+    }
+
+    const IO: &str = r#"input [ { name: "IN" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
+
+    struct Repo {
+        root: PathBuf,
+        live: Arc<AtomicUsize>,
+    }
+
+    impl Repo {
+        fn new(test: &str) -> Repo {
+            let root =
+                std::env::temp_dir().join(format!("nereid-manager-{}-{test}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).unwrap();
+            Repo {
+                root,
+                live: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        fn model(&self, name: &str, config: Option<&str>, versions: &[i64]) -> &Repo {
+            let dir = self.root.join(name);
+            fs::create_dir_all(&dir).unwrap();
+            if let Some(config) = config {
+                fs::write(dir.join(CONFIG_FILE), config).unwrap();
+            }
+            for v in versions {
+                fs::create_dir_all(dir.join(v.to_string())).unwrap();
+            }
+            self
+        }
+
+        fn echo(&self, name: &str) -> &Repo {
+            self.model(name, Some(&format!("backend: \"echo\"\n{IO}")), &[1])
+        }
+
+        fn manager(&self, mode: ControlMode, startup: &[&str]) -> ModelManager {
+            let mut registry = BackendRegistry::default();
+            for name in ["echo", "ensemble"] {
+                registry.register(Arc::new(Echo {
+                    name,
+                    live: Arc::clone(&self.live),
+                }));
+            }
+            let options = ManagerOptions {
+                repositories: vec![self.root.clone()],
+                control_mode: mode,
+                startup_models: startup.iter().map(|s| s.to_string()).collect(),
+                ..ManagerOptions::default()
+            };
+            ModelManager::new(options, registry).unwrap()
+        }
+    }
+
+    impl Drop for Repo {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn entry(name: &str, version: Option<&str>, state: &str, reason: &str) -> IndexEntry {
+        IndexEntry {
+            name: name.to_owned(),
+            version: version.map(str::to_owned),
+            state: state.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    #[test]
+    fn mode_none_loads_everything_and_refuses_control() {
+        let repo = Repo::new("none");
+        repo.echo("simple")
+            .model("bad", Some(&format!("backend: \"echo\" max_batch_size: -2\n{IO}")), &[1])
+            .model("empty", Some(&format!("backend: \"echo\"\n{IO}")), &[])
+            .model(
+                "fails",
+                Some(&format!(
+                    "backend: \"echo\"\nparameters {{ key: \"fail\" value {{ string_value: \"on purpose\" }} }}\n{IO}"
+                )),
+                &[1],
+            );
+        let manager = repo.manager(ControlMode::None, &[]);
+        let err = manager.start().unwrap_err();
+        assert_eq!(err.message(), "failed to load all models");
+        assert!(manager.ready("simple", None));
+        assert!(!manager.all_ready());
+
+        let table = manager.model_table();
+        let status = |name: &str| {
+            table
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, v, s)| (v.clone(), s.clone()))
+                .unwrap()
+        };
+        assert_eq!(status("simple"), ("1".into(), "READY".into()));
+        let (version, bad) = status("bad");
+        assert_eq!(version, "-");
+        assert!(
+            bad.starts_with("UNAVAILABLE: Invalid argument: model 'bad' ("),
+            "{bad}"
+        );
+        assert!(bad.contains("max_batch_size must be >= 0"), "{bad}");
+        assert!(
+            status("empty")
+                .1
+                .contains("at least one version must be available")
+        );
+        assert_eq!(
+            status("fails"),
+            (
+                "1".into(),
+                "UNAVAILABLE: Invalid argument: model 'fails' version 1: told to fail (on purpose)"
+                    .into()
+            )
+        );
+
+        let err = manager.load("simple", None).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::Unavailable, CONTROL_DISABLED)
+        );
+        let err = manager.unload("simple", false).unwrap_err();
+        assert_eq!(err.message(), CONTROL_DISABLED);
+        assert_eq!(manager.poll().unwrap_err().message(), "polling is disabled");
+        manager.shutdown();
+        assert_eq!(repo.live.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn explicit_load_get_unload() {
+        let repo = Repo::new("explicit");
+        repo.echo("simple").echo("other");
+        let manager = repo.manager(ControlMode::Explicit, &[]);
+        manager.start().unwrap();
+        assert_eq!(
+            manager.index(false).unwrap(),
+            vec![entry("other", None, "", ""), entry("simple", None, "", "")]
+        );
+        assert!(manager.index(true).unwrap().is_empty());
+        let err = manager.get("simple", None).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::NotFound,
+                "Request for unknown model: 'simple' is not found"
+            )
+        );
+
+        manager.load("simple", None).unwrap();
+        assert_eq!(repo.live.load(Ordering::SeqCst), 1);
+        let model = manager.get("simple", None).unwrap();
+        assert_eq!((model.name.as_str(), model.version), ("simple", 1));
+        assert_eq!(model.backend, "echo");
+        assert!(Arc::ptr_eq(
+            &model,
+            &manager.get("simple", Some(1)).unwrap()
+        ));
+        let json: serde_json::Value = serde_json::from_str(&model.config_json).unwrap();
+        assert_eq!(json["name"], "simple");
+        assert_eq!(json["instance_group"][0]["kind"], "KIND_CPU");
+        let err = manager.get("simple", Some(3)).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::NotFound,
+                "Request for unknown model: 'simple' version 3 is not found"
+            )
+        );
+        assert_eq!(
+            manager.index(true).unwrap(),
+            vec![entry("simple", Some("1"), "READY", "")]
+        );
+        assert!(manager.all_ready());
+
+        manager.unload("simple", false).unwrap();
+        assert_eq!(repo.live.load(Ordering::SeqCst), 0);
+        let err = manager.get("simple", None).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::NotFound,
+                "Request for unknown model: 'simple' has no available versions"
+            )
+        );
+        let err = manager.get("simple", Some(1)).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::Unavailable,
+                "Request for unknown model: 'simple' version 1 is not at ready state"
+            )
+        );
+        assert_eq!(
+            manager.index(false).unwrap(),
+            vec![
+                entry("other", None, "", ""),
+                entry("simple", Some("1"), "UNAVAILABLE", "unloaded")
+            ]
+        );
+        assert!(manager.all_ready());
+        // Unloading what is not loaded is fine.
+        manager.unload("other", false).unwrap();
+        manager.unload("nonexistent", true).unwrap();
+    }
+
+    #[test]
+    fn explicit_load_errors() {
+        let repo = Repo::new("load-errors");
+        repo.echo("simple");
+        let manager = repo.manager(ControlMode::Explicit, &[]);
+        let err = manager.load("missing", None).unwrap_err();
+        assert_eq!(err.code(), Code::Internal);
+        assert!(
+            err.message()
+                .starts_with("failed to load 'missing', failed to poll from model repository: no directory 'missing'"),
+            "{}",
+            err.message()
+        );
+        let err = manager.load("", None).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "Model name cannot be empty. Please enter a valid name to deploy."
+        );
+        let err = manager.load("../etc", None).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "invalid model name '../etc', model name must not contain path traversal characters"
+        );
+        let err = manager.load("simple", Some("{\"nme\": 1}")).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArg);
+        assert!(
+            err.message()
+                .starts_with("model 'simple' (config override): cannot parse JSON"),
+            "{}",
+            err.message()
+        );
+        let err = manager
+            .load("simple", Some(r#"{"name": "other", "backend": "echo"}"#))
+            .unwrap_err();
+        assert!(
+            err.message()
+                .contains("unexpected directory name 'simple' for model 'other'")
+        );
+        let index = manager.index(false).unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!(index[0].state, "UNAVAILABLE");
+        assert!(
+            index[0]
+                .reason
+                .starts_with("Invalid argument: model 'simple' (config override)")
+        );
+    }
+
+    #[test]
+    fn override_reload_and_failed_reload_keeps_serving() {
+        let repo = Repo::new("reload");
+        repo.echo("simple");
+        let manager = repo.manager(ControlMode::Explicit, &["simple"]);
+        manager.start().unwrap();
+        let first = manager.get("simple", None).unwrap();
+        assert_eq!(first.config.max_batch_size, 0);
+
+        let override_json = r#"{"backend":"echo","max_batch_size":4,
+            "input":[{"name":"IN","data_type":"TYPE_FP32","dims":[-1]}],
+            "output":[{"name":"OUT","data_type":"TYPE_FP32","dims":[-1]}]}"#;
+        manager.load("simple", Some(override_json)).unwrap();
+        let second = manager.get("simple", None).unwrap();
+        assert_eq!(second.config.max_batch_size, 4);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(repo.live.load(Ordering::SeqCst), 1, "old instance retired");
+
+        let failing = r#"{"backend":"echo","parameters":{"fail":{"string_value":"x"}},
+            "input":[{"name":"IN","data_type":"TYPE_FP32","dims":[-1]}],
+            "output":[{"name":"OUT","data_type":"TYPE_FP32","dims":[-1]}]}"#;
+        let err = manager.load("simple", Some(failing)).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "load failed for model 'simple': version 1 is at UNAVAILABLE state: Invalid argument: model 'simple' version 1: told to fail (x);"
+        );
+        let still = manager.get("simple", None).unwrap();
+        assert!(Arc::ptr_eq(&still, &second));
+
+        // Without an override the on-disk configuration comes back.
+        manager.load("simple", None).unwrap();
+        assert_eq!(
+            manager.get("simple", None).unwrap().config.max_batch_size,
+            0
+        );
+        drop((first, second, still));
+        manager.shutdown();
+        assert_eq!(repo.live.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn version_policies_select_and_retire_versions() {
+        let repo = Repo::new("versions");
+        repo.model(
+            "multi",
+            Some(&format!(
+                "backend: \"echo\" version_policy {{ latest {{ num_versions: 2 }} }}\n{IO}"
+            )),
+            &[1, 2, 3],
+        );
+        let manager = repo.manager(ControlMode::Explicit, &["*"]);
+        manager.start().unwrap();
+        assert_eq!(manager.ready_versions("multi"), vec![2, 3]);
+        assert_eq!(manager.get("multi", None).unwrap().version, 3);
+        assert_eq!(manager.get("multi", Some(2)).unwrap().version, 2);
+
+        let specific = r#"{"backend":"echo","version_policy":{"specific":{"versions":[1]}},
+            "input":[{"name":"IN","data_type":"TYPE_FP32","dims":[-1]}],
+            "output":[{"name":"OUT","data_type":"TYPE_FP32","dims":[-1]}]}"#;
+        manager.load("multi", Some(specific)).unwrap();
+        assert_eq!(manager.ready_versions("multi"), vec![1]);
+        assert_eq!(
+            manager.index(false).unwrap(),
+            vec![
+                entry("multi", Some("1"), "READY", ""),
+                entry("multi", Some("2"), "UNAVAILABLE", "unloaded"),
+                entry("multi", Some("3"), "UNAVAILABLE", "unloaded"),
+            ]
+        );
+        assert_eq!(repo.live.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn startup_wildcard_must_be_alone() {
+        let repo = Repo::new("wildcard");
+        let options = ManagerOptions {
+            repositories: vec![repo.root.clone()],
+            control_mode: ControlMode::Explicit,
+            startup_models: vec!["*".into(), "simple".into()],
+            ..ManagerOptions::default()
+        };
+        let err = ModelManager::new(options, BackendRegistry::default()).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "Wildcard model name '*' must be the ONLY startup model if specified at all."
+        );
+        let options = ManagerOptions {
+            repositories: vec![repo.root.join("nope")],
+            ..ManagerOptions::default()
+        };
+        assert!(ModelManager::new(options, BackendRegistry::default()).is_err());
+    }
+
+    #[test]
+    fn duplicate_models_across_repositories() {
+        let a = Repo::new("dup-a");
+        let b = Repo::new("dup-b");
+        a.echo("simple");
+        b.echo("simple").echo("only_b");
+        let options = ManagerOptions {
+            repositories: vec![a.root.clone(), b.root.clone()],
+            control_mode: ControlMode::Explicit,
+            ..ManagerOptions::default()
+        };
+        let manager = ModelManager::new(options, {
+            let mut r = BackendRegistry::default();
+            r.register(Arc::new(Echo {
+                name: "echo",
+                live: Arc::clone(&a.live),
+            }));
+            r
+        })
+        .unwrap();
+        let err = manager.load("simple", None).unwrap_err();
+        assert!(
+            err.message().contains(DUPLICATE_REASON),
+            "{}",
+            err.message()
+        );
+        manager.load("only_b", None).unwrap();
+        assert_eq!(
+            manager.index(false).unwrap(),
+            vec![
+                entry("only_b", Some("1"), "READY", ""),
+                entry("simple", None, "UNAVAILABLE", DUPLICATE_REASON),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_config_needs_auto_complete() {
+        let repo = Repo::new("noconfig");
+        repo.model("bare", None, &[1]);
+        let mut manager = repo.manager(ControlMode::Explicit, &[]);
+        // Auto-complete on: the configuration starts empty and the backend
+        // is asked to complete it; 'echo' cannot, so validation explains.
+        let err = manager.load("bare", None).unwrap_err();
+        assert!(
+            err.message()
+                .contains("names neither a backend nor a platform"),
+            "{}",
+            err.message()
+        );
+        manager.options.auto_complete = false;
+        let err = manager.load("bare", None).unwrap_err();
+        assert!(
+            err.message().contains("no config.pbtxt in"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn ensembles_are_dependents() {
+        let repo = Repo::new("dependents");
+        repo.echo("simple").model(
+            "pipeline",
+            Some(&format!(
+                "platform: \"ensemble\"\nensemble_scheduling {{ step [ {{ model_name: \"simple\" model_version: -1 input_map {{ key: \"IN\" value: \"IN\" }} output_map {{ key: \"OUT\" value: \"OUT\" }} }} ] }}\n{IO}"
+            )),
+            &[1],
+        );
+        let manager = repo.manager(ControlMode::Explicit, &["*"]);
+        manager.start().unwrap();
+        assert_eq!(manager.dependents("simple"), vec!["pipeline".to_owned()]);
+        assert!(manager.dependents("pipeline").is_empty());
+        manager.unload("simple", false).unwrap();
+        assert!(manager.ready("pipeline", None));
+        manager.load("simple", None).unwrap();
+        manager.unload("simple", true).unwrap();
+        assert!(!manager.ready("pipeline", None));
+        assert!(!manager.ready("simple", None));
+    }
+
+    #[test]
+    fn poll_mode_follows_the_repository() {
+        let repo = Repo::new("poll");
+        repo.echo("simple");
+        let manager = repo.manager(ControlMode::Poll, &[]);
+        manager.start().unwrap();
+        assert!(manager.ready("simple", None));
+        assert_eq!(
+            manager.load("simple", None).unwrap_err().message(),
+            CONTROL_DISABLED
+        );
+
+        let first = manager.get("simple", None).unwrap();
+        manager.poll().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &manager.get("simple", None).unwrap()),
+            "an unchanged model is not reloaded"
+        );
+
+        repo.echo("added");
+        manager.poll().unwrap();
+        assert!(manager.ready("added", None));
+
+        fs::remove_dir_all(repo.root.join("simple")).unwrap();
+        manager.poll().unwrap();
+        assert!(!manager.ready("simple", None));
+        assert!(
+            manager
+                .index(false)
+                .unwrap()
+                .iter()
+                .all(|e| e.name != "simple")
+        );
+    }
+
+    #[test]
+    fn control_mode_flags() {
+        assert_eq!(ControlMode::from_flag("none"), Some(ControlMode::None));
+        assert_eq!(ControlMode::from_flag("poll"), Some(ControlMode::Poll));
+        assert_eq!(
+            ControlMode::from_flag("explicit"),
+            Some(ControlMode::Explicit)
+        );
+        assert_eq!(ControlMode::from_flag("EXPLICIT"), None);
+    }
+}
