@@ -605,12 +605,11 @@ impl ModelManager {
 
     /// Loads or reloads `name` with no control-mode check.
     fn load_model(&self, name: &str, config_override: Option<&str>) -> Result<()> {
+        // A name with no directory leaves no trace: asking for a model that
+        // does not exist must not grow the tables or affect readiness.
+        let dir = self.locate(name)?;
         let model_lock = self.model_lock(name);
         let _held = lock(&model_lock);
-
-        let dir = self
-            .locate(name)
-            .inspect_err(|e| self.record_failure(name, e))?;
         // Remember what this attempt saw, so that polling retries a failed
         // model only once its files change.
         lock(&self.models).entry(name.to_owned()).or_default().stamp = directory_stamp(&dir, 3);
@@ -1190,6 +1189,17 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             "{}",
             err.message()
         );
+        assert!(
+            manager.all_ready(),
+            "a missing model leaves readiness alone"
+        );
+        assert!(
+            manager
+                .index(false)
+                .unwrap()
+                .iter()
+                .all(|e| e.name != "missing")
+        );
         let err = manager.load("", None).unwrap_err();
         assert_eq!(
             err.message(),
@@ -1432,6 +1442,13 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
                 .iter()
                 .all(|e| e.name != "simple")
         );
+    }
+
+    #[test]
+    fn shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ModelManager>();
+        send_sync::<LoadedModel>();
     }
 
     #[test]
