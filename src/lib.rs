@@ -7,7 +7,9 @@
 //! implementations), `core` (shared types).
 
 pub mod backend;
+pub mod cli;
 pub mod core;
+pub mod logging;
 pub mod net;
 pub mod protocol;
 pub mod repository;

@@ -10,6 +10,9 @@
 //! This module may call `protocol` and `core`; it never interprets a request
 //! itself.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod http;
 mod service;
 mod timers;

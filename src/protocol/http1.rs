@@ -41,6 +41,7 @@
 //! chunked and compressed bodies are assembled (one copy, by necessity).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
