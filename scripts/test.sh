@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Runs every test nereid has, on a fresh machine too:
+#
+#   1. cargo fmt --check, cargo clippy --all-targets -D warnings
+#   2. cargo test (unit and in-process integration tests)
+#   3. the release binary, started on free loopback ports with the example
+#      repository, driven by the tritonclient suite (tests/python, in a venv
+#      at target/pyenv that this script creates) and the curl suite
+#      (tests/curl/run.sh); then a clean SIGTERM shutdown
+#   4. a short bounded run of every fuzz target (scripts/fuzz.sh)
+#
+# Environment:
+#   FUZZ_SECONDS   seconds per fuzz target (default 30; 0 skips fuzzing)
+#   PYTEST_ARGS    extra arguments for pytest (e.g. "-k datatypes -x")
+#   SKIP_LINT=1    skip fmt and clippy (local iteration only)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$NEREID_ROOT"
+
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+E2E="$NEREID_ROOT/target/e2e"
+mkdir -p "$E2E"
+results=()
+failures=0
+
+record() { # NAME STATUS
+	results+=("$(printf '%-28s %s' "$1" "$2")")
+	[[ "$2" == ok* ]] || failures=$((failures + 1))
+}
+
+cleanup() {
+	stop_nereid >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need_debian_tool curl curl
+need_debian_tool python3 python3
+
+if [[ -z "${SKIP_LINT:-}" ]]; then
+	step "cargo fmt --check"
+	cargo fmt --all -- --check
+	step "cargo clippy --all-targets -- -D warnings"
+	cargo clippy --all-targets --locked -- -D warnings
+fi
+
+step "cargo test"
+cargo test --locked
+
+step "cargo build --release"
+cargo build --release --locked --bin nereid
+BIN="$NEREID_ROOT/target/release/nereid"
+
+step "python environment (target/pyenv)"
+ensure_pyenv
+"$PY" -c 'import tritonclient.http, numpy, pytest; print("tritonclient", tritonclient.http.__name__, "ok")'
+
+step "start nereid with the example repository"
+start_nereid "$BIN" "$E2E/server.log" --model-repository "$NEREID_ROOT/model_repository" ||
+	die "nereid did not start (log: $E2E/server.log)"
+echo "nereid (pid $NEREID_PID) serving on $NEREID_ADDR, log at $E2E/server.log"
+
+step "pytest tests/python (tritonclient.http)"
+set +e
+# shellcheck disable=SC2086 # PYTEST_ARGS is a list of words by design
+NEREID_URL="$NEREID_ADDR" NEREID_BIN="$BIN" NEREID_LOG="$E2E/server.log" \
+	"$PY" -m pytest tests/python -q -p no:cacheprovider \
+	--junitxml="$E2E/pytest.xml" ${PYTEST_ARGS:-}
+rc=$?
+set -e
+if ((rc == 0)); then record "pytest (tritonclient)" ok; else record "pytest (tritonclient)" "FAILED (exit $rc)"; fi
+
+step "curl tests (tests/curl/run.sh)"
+if bash tests/curl/run.sh "$NEREID_ADDR"; then record "curl" ok; else record "curl" FAILED; fi
+
+step "stop nereid (SIGTERM)"
+if ! kill -0 "$NEREID_PID" 2>/dev/null; then
+	record "server survived the suites" "FAILED (nereid exited early)"
+	tail -n 60 "$E2E/server.log"
+else
+	record "server survived the suites" ok
+fi
+set +e
+stop_nereid
+rc=$?
+set -e
+if ((rc == 0)); then record "clean shutdown on SIGTERM" ok; else
+	record "clean shutdown on SIGTERM" "FAILED (exit $rc)"
+	tail -n 30 "$E2E/server.log"
+fi
+if ((failures)); then
+	echo
+	echo "--- server log tail ($E2E/server.log) ---"
+	tail -n 60 "$E2E/server.log"
+fi
+
+if ((FUZZ_SECONDS > 0)); then
+	step "fuzz targets, ${FUZZ_SECONDS}s each (scripts/fuzz.sh)"
+	if bash scripts/fuzz.sh "$FUZZ_SECONDS"; then record "fuzz" ok; else record "fuzz" FAILED; fi
+fi
+
+step "summary"
+printf '%s\n' "${results[@]}"
+passed=$((${#results[@]} - failures))
+echo "$passed passed, $failures failed"
+((failures == 0))

@@ -1,0 +1,222 @@
+"""Fixtures for the tritonclient-driven end-to-end suite.
+
+The suite talks to a real `nereid` binary over HTTP. By default it starts
+one itself (on free loopback ports, with the example repository) and stops it
+at the end of the session. `scripts/test.sh` may instead hand it a server it
+started through the environment:
+
+  NEREID_URL              host:port of a running server (no scheme)
+  NEREID_BIN              the binary to spawn (default: target/release/nereid,
+                          else target/debug/nereid)
+  NEREID_MODEL_REPOSITORY the repository to serve (default: model_repository)
+
+Tests that change server state (load/unload, config overrides) get their own
+server in explicit model-control mode from the `explicit_server` fixture, so
+the shared server always serves the example repository unchanged.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import tritonclient.http as httpclient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def model_repository() -> Path:
+    return Path(
+        os.environ.get("NEREID_MODEL_REPOSITORY", REPO_ROOT / "model_repository")
+    ).resolve()
+
+
+def nereid_binary() -> Path:
+    explicit = os.environ.get("NEREID_BIN")
+    if explicit:
+        return Path(explicit).resolve()
+    for profile in ("release", "debug"):
+        candidate = REPO_ROOT / "target" / profile / "nereid"
+        if candidate.exists():
+            return candidate
+    pytest.exit(
+        "no nereid binary: build it with `cargo build --release` or set NEREID_BIN",
+        returncode=2,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NereidServer:
+    """A `nereid` child process on free loopback ports, with its log in a file."""
+
+    def __init__(self, extra_args=(), repository=None, name="nereid"):
+        self.http_port = free_port()
+        self.url = f"127.0.0.1:{self.http_port}"
+        self.repository = Path(repository or model_repository())
+        self.log_path = Path(tempfile.mkdtemp(prefix=f"{name}-")) / "server.log"
+        self.args = [
+            str(nereid_binary()),
+            "--model-repository",
+            str(self.repository),
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            *extra_args,
+        ]
+        self.proc = None
+
+    def start(self, ready_path="/v2/health/ready", timeout=60.0):
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"nereid exited with {self.proc.returncode} before it was ready\n"
+                    f"command: {' '.join(self.args)}\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(
+                    f"http://{self.url}{ready_path}", timeout=1
+                ) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"nereid was not ready at {ready_path} within {timeout}s\n{self.log_tail()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines=60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no server log)"
+        return "--- server log (tail) ---\n" + "\n".join(text[-lines:])
+
+    def stop(self, timeout=20.0):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+
+class ExternalServer:
+    """A server someone else started (NEREID_URL)."""
+
+    def __init__(self, url):
+        self.url = url
+        self.log_path = os.environ.get("NEREID_LOG")
+
+    def alive(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://{self.url}/v2/health/live", timeout=2
+            ) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def log_tail(self, lines=60) -> str:
+        if not self.log_path:
+            return "(server started outside the suite; set NEREID_LOG for its log)"
+        text = Path(self.log_path).read_text(errors="replace").splitlines()
+        return "--- server log (tail) ---\n" + "\n".join(text[-lines:])
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The shared server that serves the example repository (mode none)."""
+    url = os.environ.get("NEREID_URL")
+    if url:
+        yield ExternalServer(url)
+        return
+    s = NereidServer().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def url(server) -> str:
+    return server.url
+
+
+@pytest.fixture(scope="session")
+def base(server) -> str:
+    """`http://host:port` of the shared server, for raw HTTP tests."""
+    return f"http://{server.url}"
+
+
+@pytest.fixture()
+def client(url):
+    c = httpclient.InferenceServerClient(url=url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(autouse=True)
+def _server_survives(server):
+    """Every test must leave the shared server running and live."""
+    yield
+    assert server.alive(), f"nereid died during the test\n{server.log_tail()}"
+
+
+@pytest.fixture()
+def explicit_repository(tmp_path):
+    """A private copy of the example repository that a test may change."""
+    dst = tmp_path / "model_repository"
+    shutil.copytree(model_repository(), dst)
+    return dst
+
+
+@pytest.fixture()
+def explicit_server(explicit_repository):
+    """A fresh server in explicit model-control mode with nothing loaded."""
+    s = NereidServer(
+        ["--model-control-mode=explicit"],
+        repository=explicit_repository,
+        name="nereid-explicit",
+    )
+    s.start(ready_path="/v2/health/live")
+    yield s
+    s.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the server log tail to failing tests' reports."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        srv = item.funcargs.get("explicit_server") or item.funcargs.get("server")
+        if srv is not None:
+            rep.sections.append(("nereid log", srv.log_tail(30)))
