@@ -3,3 +3,4 @@
 //! They may call `core` only.
 
 pub mod http1;
+pub mod kserve;
