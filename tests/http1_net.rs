@@ -487,3 +487,48 @@ fn shutdown_deadline_cuts_off_slow_requests() {
             .unwrap()
     );
 }
+
+/// curl as an independent client: a large upload (curl sends
+/// `Expect: 100-continue` for it), a chunked upload, a compressed response
+/// and HTTP/1.0. Skipped when curl is not installed.
+#[test]
+fn curl_interop() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl not found; skipping");
+        return;
+    }
+    let server = Server::start();
+    let url = format!("http://{}/echo", server.addr);
+    let dir = std::env::temp_dir().join(format!("nereid-curl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("upload.bin");
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &payload).unwrap();
+    let data = format!("@{}", file.display());
+    let curl = |extra: &[&str]| -> Vec<u8> {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "20"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "curl {extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(curl(&["--data-binary", &data]), payload);
+    assert_eq!(
+        curl(&["--data-binary", &data, "-H", "Transfer-Encoding: chunked"]),
+        payload
+    );
+    assert_eq!(curl(&["--data-binary", &data, "--compressed"]), payload);
+    assert_eq!(curl(&["--http1.0", "--data-binary", "short"]), b"short");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

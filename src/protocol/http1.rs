@@ -61,6 +61,8 @@ const HEAD_READ_WINDOW: usize = 16 * 1024;
 /// Smallest and largest read while a body with a known length arrives.
 const MIN_BODY_READ_WINDOW: usize = 16 * 1024;
 const MAX_BODY_READ_WINDOW: usize = 1024 * 1024;
+/// Bodies larger than this get a fresh read buffer once split out.
+const RELEASE_AFTER_BODY_BYTES: usize = 256 * 1024;
 /// Longest chunk-size line (size plus extensions) accepted in a chunked body.
 const MAX_CHUNK_LINE_BYTES: usize = 4096;
 /// Status line sent for `Expect: 100-continue`.
@@ -1442,6 +1444,12 @@ impl Connection {
                 }
             }
         };
+        if body.len() > RELEASE_AFTER_BODY_BYTES {
+            // The buffer's tail shares the allocation the body was split
+            // from; starting afresh lets that allocation go with the body
+            // instead of living on with the keep-alive connection.
+            self.buf = BytesMut::from(&self.buf[..self.filled]);
+        }
         let ReadState::Body { head, coding, .. } =
             std::mem::replace(&mut self.read, ReadState::Head)
         else {
