@@ -454,7 +454,7 @@ impl EventLoop {
                 if let Some(Some(conn)) = self.conns.get_mut(slot)
                     && conn.generation == generation
                 {
-                    conn.proto.send_response(seq, response);
+                    conn.proto.send_response(seq, response, now);
                     to_drive.push(slot);
                 }
             }

@@ -835,7 +835,10 @@ impl Connection {
         }
         match self.read {
             ReadState::Done => true,
-            ReadState::Body { .. } => self.output_len < self.config.output_high_water,
+            // A body is always read to its end (it is bounded by the body
+            // limit), so that a large response being written cannot make
+            // the body look stalled.
+            ReadState::Body { .. } => true,
             ReadState::Head => {
                 self.slots.len() < self.config.max_pipelined
                     && self.output_len < self.config.output_high_water
@@ -995,7 +998,8 @@ impl Connection {
     /// written once all earlier ones have been. Unknown `seq`s (the
     /// connection was aborted, or the request was already answered) are
     /// ignored; returns whether the response was taken.
-    pub fn send_response(&mut self, seq: u64, mut response: Response) -> bool {
+    pub fn send_response(&mut self, seq: u64, mut response: Response, now: Instant) -> bool {
+        self.now = now;
         let Some(slot) = self.slots.iter_mut().find(|s| s.seq == seq) else {
             return false;
         };
@@ -1600,6 +1604,11 @@ impl Connection {
 
     fn push_output(&mut self, chunk: Bytes) {
         if !chunk.is_empty() {
+            if self.output.is_empty() {
+                // A write stall is measured from when there was something
+                // to write, not from the last write long ago.
+                self.last_write = self.now;
+            }
             self.output_len += chunk.len();
             self.output.push_back(chunk);
         }
@@ -1696,9 +1705,9 @@ mod tests {
         std::iter::from_fn(|| c.poll_request()).collect()
     }
 
-    fn echo(c: &mut Connection, r: &Request) {
+    fn echo(c: &mut Connection, r: &Request, now: Instant) {
         let body = r.body.clone();
-        c.send_response(r.seq, Response::new(200).with_body(body));
+        c.send_response(r.seq, Response::new(200).with_body(body), now);
     }
 
     /// Splits a response stream into (status, headers, body) triples.
@@ -1748,7 +1757,7 @@ mod tests {
         assert_eq!(r.query.as_deref(), Some("x=1"));
         assert_eq!(r.header("HOST"), Some("a"));
         assert!(r.body.is_empty());
-        c.send_response(r.seq, Response::json(200, "{}"));
+        c.send_response(r.seq, Response::json(200, "{}"), now);
         let out = text(&drain(&mut c, now));
         assert_eq!(
             out,
@@ -1800,13 +1809,13 @@ mod tests {
         );
         let reqs = requests(&mut c);
         assert_eq!(reqs.len(), 3);
-        c.send_response(reqs[2].seq, Response::new(200).with_body("three"));
-        c.send_response(reqs[1].seq, Response::new(200).with_body("two"));
+        c.send_response(reqs[2].seq, Response::new(200).with_body("three"), now);
+        c.send_response(reqs[1].seq, Response::new(200).with_body("two"), now);
         assert!(
             drain(&mut c, now).is_empty(),
             "nothing before the first answer"
         );
-        c.send_response(reqs[0].seq, Response::new(200).with_body("one"));
+        c.send_response(reqs[0].seq, Response::new(200).with_body("one"), now);
         let resps = parse_responses(&drain(&mut c, now));
         let bodies: Vec<Vec<u8>> = resps.into_iter().map(|r| r.2).collect();
         assert_eq!(
@@ -1814,7 +1823,7 @@ mod tests {
             vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
         );
         assert!(
-            !c.send_response(reqs[0].seq, Response::new(200)),
+            !c.send_response(reqs[0].seq, Response::new(200), now),
             "answered twice"
         );
     }
@@ -1841,7 +1850,7 @@ mod tests {
         let (mut c, now) = conn();
         c.handle_read(b"GET / HTTP/1.0\r\n\r\n", now);
         let r = c.poll_request().unwrap();
-        c.send_response(r.seq, Response::new(200));
+        c.send_response(r.seq, Response::new(200), now);
         let out = text(&drain(&mut c, now));
         assert!(out.contains("Connection: close\r\n"), "{out}");
         assert!(c.is_closed());
@@ -1849,7 +1858,7 @@ mod tests {
         let (mut c, now) = conn();
         c.handle_read(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", now);
         let r = c.poll_request().unwrap();
-        c.send_response(r.seq, Response::new(200));
+        c.send_response(r.seq, Response::new(200), now);
         let out = text(&drain(&mut c, now));
         assert!(out.contains("Connection: keep-alive\r\n"), "{out}");
         assert!(!c.is_closed());
@@ -1861,7 +1870,7 @@ mod tests {
         );
         let reqs = requests(&mut c);
         assert_eq!(reqs.len(), 1);
-        c.send_response(reqs[0].seq, Response::new(204));
+        c.send_response(reqs[0].seq, Response::new(204), now);
         let out = text(&drain(&mut c, now));
         assert_eq!(out, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
         assert!(c.is_closed());
@@ -1872,7 +1881,7 @@ mod tests {
         let (mut c, now) = conn();
         c.handle_read(b"HEAD / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", now);
         let r = c.poll_request().unwrap();
-        c.send_response(r.seq, Response::new(200).with_body("abcdef"));
+        c.send_response(r.seq, Response::new(200).with_body("abcdef"), now);
         let out = text(&drain(&mut c, now));
         assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n");
     }
@@ -1887,7 +1896,7 @@ mod tests {
         assert_eq!(text(&drain(&mut c, now)), "HTTP/1.1 100 Continue\r\n\r\n");
         c.handle_read(b"abc", now);
         let r = c.poll_request().unwrap();
-        echo(&mut c, &r);
+        echo(&mut c, &r, now);
         assert_eq!(
             text(&drain(&mut c, now)),
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
@@ -1900,7 +1909,7 @@ mod tests {
             now,
         );
         let r = c.poll_request().unwrap();
-        echo(&mut c, &r);
+        echo(&mut c, &r, now);
         assert!(!text(&drain(&mut c, now)).contains("100 Continue"));
 
         // Too large: the final status, no 100.
@@ -1928,7 +1937,7 @@ mod tests {
         );
         let first = c.poll_request().unwrap();
         assert!(drain(&mut c, now).is_empty());
-        c.send_response(first.seq, Response::new(200));
+        c.send_response(first.seq, Response::new(200), now);
         let out = text(&drain(&mut c, now));
         assert!(
             out.ends_with("\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"),
@@ -2112,7 +2121,7 @@ mod tests {
             let resp = Response::json(200, body.clone())
                 .with_header("Inference-Header-Content-Length", "12")
                 .with_body(Bytes::from_static(b"tail"));
-            c.send_response(r.seq, resp);
+            c.send_response(r.seq, resp, now);
             let resps = parse_responses(&drain(&mut c, now));
             let (status, hs, compressed) = &resps[0];
             assert_eq!(*status, 200);
@@ -2137,7 +2146,7 @@ mod tests {
         let (mut c, now) = conn();
         c.handle_read(b"GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", now);
         let r = c.poll_request().unwrap();
-        c.send_response(r.seq, Response::new(200));
+        c.send_response(r.seq, Response::new(200), now);
         assert!(!text(&drain(&mut c, now)).contains("Content-Encoding"));
     }
 
@@ -2169,7 +2178,7 @@ mod tests {
             None,
             "no timeout while the application works"
         );
-        c.send_response(r.seq, Response::new(200));
+        c.send_response(r.seq, Response::new(200), later);
         let done = later + Duration::from_secs(1);
         drain(&mut c, done);
         assert_eq!(c.poll_timeout(), Some(done + idle));
@@ -2190,10 +2199,24 @@ mod tests {
         let (mut c, now) = conn();
         c.handle_read(b"GET / HTTP/1.1\r\n\r\n", now);
         let r = c.poll_request().unwrap();
-        c.send_response(r.seq, Response::new(200).with_body("x"));
+        c.send_response(r.seq, Response::new(200).with_body("x"), now);
         assert!(c.wants_write());
         c.handle_timeout(now + idle);
         assert!(c.is_closed(), "a client that never reads is dropped");
+    }
+
+    #[test]
+    fn late_response_is_not_a_write_stall() {
+        let (mut c, now) = conn();
+        let idle = Config::default().idle_timeout;
+        c.handle_read(b"GET / HTTP/1.1\r\n\r\n", now);
+        let r = c.poll_request().unwrap();
+        let late = now + idle * 3;
+        c.send_response(r.seq, Response::new(200).with_body("slow answer"), late);
+        assert_eq!(c.poll_timeout(), Some(late + idle));
+        c.handle_timeout(late + Duration::from_secs(1));
+        assert!(!c.is_closed());
+        assert!(text(&drain(&mut c, late)).ends_with("slow answer"));
     }
 
     #[test]
@@ -2205,7 +2228,7 @@ mod tests {
         c.handle_eof(now);
         assert!(r.cancel.is_cancelled());
         assert!(c.is_closed());
-        assert!(!c.send_response(r.seq, Response::new(200)));
+        assert!(!c.send_response(r.seq, Response::new(200), now));
 
         // EOF mid-body.
         let (mut c, now) = conn();
@@ -2230,13 +2253,13 @@ mod tests {
         let reqs = requests(&mut c);
         assert_eq!(reqs.len(), 2);
         assert!(!c.wants_read());
-        c.send_response(reqs[0].seq, Response::new(200));
+        c.send_response(reqs[0].seq, Response::new(200), now);
         let third = requests(&mut c);
         assert_eq!(third.len(), 1);
         assert_eq!(third[0].path, "/3");
         drain(&mut c, now);
-        c.send_response(reqs[1].seq, Response::new(200));
-        c.send_response(third[0].seq, Response::new(200));
+        c.send_response(reqs[1].seq, Response::new(200), now);
+        c.send_response(third[0].seq, Response::new(200), now);
         assert_eq!(parse_responses(&drain(&mut c, now)).len(), 2);
         assert!(c.wants_read());
     }
@@ -2247,11 +2270,11 @@ mod tests {
         c.handle_read(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", now);
         let reqs = requests(&mut c);
         c.shutdown();
-        c.send_response(reqs[0].seq, Response::new(200));
+        c.send_response(reqs[0].seq, Response::new(200), now);
         let out = text(&drain(&mut c, now));
         assert!(!out.contains("Connection: close"));
         assert!(!c.is_closed());
-        c.send_response(reqs[1].seq, Response::new(200));
+        c.send_response(reqs[1].seq, Response::new(200), now);
         let out = text(&drain(&mut c, now));
         assert!(out.contains("Connection: close"), "{out}");
         assert!(c.is_closed());
@@ -2271,6 +2294,7 @@ mod tests {
             Response::new(200)
                 .with_header("X-A", "1\r\nX-Injected: 2")
                 .with_header("Content-Length", "999"),
+            now,
         );
         let out = text(&drain(&mut c, now));
         assert_eq!(
@@ -2331,7 +2355,7 @@ mod tests {
                 c.handle_read(&rest[..n], now);
                 rest = &rest[n..];
                 while let Some(r) = c.poll_request() {
-                    echo(&mut c, &r);
+                    echo(&mut c, &r, now);
                 }
             }
             drain(&mut c, now);
