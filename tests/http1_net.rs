@@ -532,3 +532,36 @@ fn curl_interop() {
     assert_eq!(curl(&["--http1.0", "--data-binary", "short"]), b"short");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn binding_errors_and_address_forms() {
+    let server = Server::start();
+    let taken = HttpConfig {
+        address: "127.0.0.1".to_owned(),
+        port: server.addr.port(),
+        threads: 1,
+        http1: http1::Config::default(),
+    };
+    let err = HttpServer::start(taken, server.service.clone()).unwrap_err();
+    assert!(err.to_string().contains("cannot bind"), "{err}");
+
+    let bad = HttpConfig {
+        address: "not an address".to_owned(),
+        port: 0,
+        ..HttpConfig::default()
+    };
+    assert!(HttpServer::start(bad, server.service.clone()).is_err());
+
+    let named = HttpConfig {
+        address: "localhost".to_owned(),
+        port: 0,
+        threads: 1,
+        http1: http1::Config::default(),
+    };
+    let handle = HttpServer::start(named, server.service.clone()).unwrap();
+    assert!(handle.local_addr().ip().is_loopback());
+    let mut c = Client::connect(handle.local_addr());
+    c.send(&post("/echo", b"by name"));
+    assert_eq!(c.read_response().unwrap().body, b"by name");
+    handle.shutdown(Instant::now() + Duration::from_secs(1));
+}

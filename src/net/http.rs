@@ -110,7 +110,9 @@ impl HttpServer {
         config: HttpConfig,
         service: Arc<dyn HttpService>,
     ) -> io::Result<HttpServerHandle> {
-        let addr = (config.address.as_str(), config.port)
+        // `[::]` is how addresses are often written next to a port.
+        let host = config.address.trim_start_matches('[').trim_end_matches(']');
+        let addr = (host, config.port)
             .to_socket_addrs()
             .map_err(|e| {
                 io::Error::new(
@@ -131,44 +133,45 @@ impl HttpServer {
         let local_addr = std_listener.local_addr()?;
         let listener = TcpListener::from_std(std_listener);
 
-        let mut inboxes = Vec::new();
-        let mut workers = Vec::new();
+        let accept_poll = Poll::new()?;
+        // From here on, an early return drops `handle`, which stops and
+        // joins whatever was started.
+        let mut handle = HttpServerHandle {
+            local_addr,
+            acceptor: None,
+            accept_waker: Arc::new(Waker::new(accept_poll.registry(), WAKER)?),
+            stop: Arc::new(AtomicBool::new(false)),
+            inboxes: Vec::new(),
+            workers: Vec::new(),
+        };
         for id in 0..config.thread_count() {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
             let (tx, rx) = mpsc::channel();
             let inbox = Arc::new(LoopInbox::new(tx, waker));
             let worker = EventLoop::new(poll, rx, inbox.clone(), service.clone(), config.http1);
-            let handle = std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("http-loop-{id}"))
                 .spawn(move || worker.run())?;
-            inboxes.push(inbox);
-            workers.push(handle);
+            handle.inboxes.push(inbox);
+            handle.workers.push(thread);
         }
 
-        let accept_poll = Poll::new()?;
-        let accept_waker = Arc::new(Waker::new(accept_poll.registry(), WAKER)?);
-        let stop = Arc::new(AtomicBool::new(false));
         let acceptor = Acceptor {
             poll: accept_poll,
             listener,
-            loops: inboxes.clone(),
+            loops: handle.inboxes.clone(),
             next: 0,
-            stop: stop.clone(),
+            stop: handle.stop.clone(),
         };
-        let acceptor = std::thread::Builder::new()
-            .name("http-accept".to_owned())
-            .spawn(move || acceptor.run())?;
+        handle.acceptor = Some(
+            std::thread::Builder::new()
+                .name("http-accept".to_owned())
+                .spawn(move || acceptor.run())?,
+        );
 
         log::info!("Started HTTPService at {local_addr}");
-        Ok(HttpServerHandle {
-            local_addr,
-            acceptor: Some(acceptor),
-            accept_waker,
-            stop,
-            inboxes,
-            workers,
-        })
+        Ok(handle)
     }
 }
 
@@ -205,16 +208,16 @@ impl HttpServerHandle {
     }
 
     fn stop_all(&mut self, deadline: Instant) {
-        let Some(acceptor) = self.acceptor.take() else {
-            return;
-        };
-        self.stop.store(true, Ordering::Release);
-        // A failed wake means the acceptor's poller is gone: it has exited.
-        let _ = self.accept_waker.wake();
-        if acceptor.join().is_err() {
-            log::error!("HTTP acceptor thread panicked");
+        if let Some(acceptor) = self.acceptor.take() {
+            self.stop.store(true, Ordering::Release);
+            // A failed wake means the acceptor's poller is gone: it has
+            // exited.
+            let _ = self.accept_waker.wake();
+            if acceptor.join().is_err() {
+                log::error!("HTTP acceptor thread panicked");
+            }
         }
-        for inbox in &self.inboxes {
+        for inbox in self.inboxes.drain(..) {
             inbox.post(LoopMsg::Shutdown(deadline));
         }
         for worker in self.workers.drain(..) {
