@@ -163,6 +163,33 @@ pub struct Request {
 }
 
 impl Request {
+    /// Builds a request without a connection (for tests of a service and
+    /// in-process callers): HTTP/1.1, `seq` 0, the target split into path
+    /// and query, the response coding negotiated from `Accept-Encoding`.
+    pub fn new(
+        method: &str,
+        target: &str,
+        headers: Vec<(String, String)>,
+        body: impl Into<Bytes>,
+    ) -> Request {
+        let (path, query) = split_target(target);
+        let response_coding = headers
+            .iter()
+            .rfind(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
+            .and_then(|(_, v)| negotiate_coding(v));
+        Request {
+            seq: 0,
+            method: method.to_owned(),
+            path,
+            query,
+            version: Version::Http11,
+            headers,
+            body: body.into(),
+            cancel: CancelFlag::default(),
+            response_coding,
+        }
+    }
+
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -2310,6 +2337,20 @@ mod tests {
         let r = c.poll_request().unwrap();
         assert_eq!(r.path, "/v2");
         assert_eq!(r.query.as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn request_without_connection() {
+        let r = Request::new(
+            "POST",
+            "/v2/models/m/infer?x=1",
+            vec![("Accept-Encoding".to_owned(), "deflate".to_owned())],
+            "{}",
+        );
+        assert_eq!(r.path, "/v2/models/m/infer");
+        assert_eq!(r.query.as_deref(), Some("x=1"));
+        assert_eq!(r.response_coding(), Some(Coding::Deflate));
+        assert_eq!(&r.body[..], b"{}");
     }
 
     #[test]
