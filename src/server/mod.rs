@@ -1,1 +1,535 @@
-//! placeholder
+//! The server: the one handle every front end calls (HTTP/REST now, gRPC
+//! later). It speaks core types, not wire formats: health and readiness,
+//! server and model metadata, model configuration, inference (with the
+//! classification extension applied to the response), repository control,
+//! logging and trace settings, and shutdown with a drain of in-flight
+//! requests.
+//!
+//! It calls `repository` (the model manager, which owns the schedulers),
+//! `backend` (to build the backend table) and `logging`. Repository
+//! control calls block until the load or unload is done; front ends run
+//! them off their event loops.
+
+pub mod classification;
+pub mod trace;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::backend::BackendRegistry;
+use crate::core::{DataType, Error, InferRequest, InferResponse, Result};
+use crate::logging::{self, LogSettings};
+use crate::repository::{IndexEntry, LoadedModel, ManagerOptions, ModelManager};
+use crate::scheduler::Completion;
+
+use classification::LabelCache;
+pub use trace::{Change, TraceLevel, TraceMode, TraceSettings, TraceStore, TraceUpdate};
+
+/// The protocol extensions nereid implements, as server metadata lists
+/// them. Extensions land here when they work end to end (shared memory,
+/// statistics, sequences, scheduling policies and traces are not yet).
+pub const EXTENSIONS: &[&str] = &[
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "model_configuration",
+    "binary_tensor_data",
+    "parameters",
+    "logging",
+];
+
+/// What the server is built from.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The name server metadata reports (`--id`, default `triton`).
+    pub server_id: String,
+    /// `--strict-readiness`: ready only while every model is ready.
+    pub strict_readiness: bool,
+    /// The model repository and control mode.
+    pub manager: ManagerOptions,
+    /// Trace settings at startup.
+    pub trace: TraceSettings,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            server_id: "triton".to_owned(),
+            strict_readiness: true,
+            manager: ManagerOptions::default(),
+            trace: TraceSettings::default(),
+        }
+    }
+}
+
+/// Server metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMetadata {
+    /// Server name.
+    pub name: String,
+    /// Server version.
+    pub version: String,
+    /// Supported protocol extensions.
+    pub extensions: Vec<&'static str>,
+}
+
+/// Name, datatype and shape of a model input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMetadata {
+    /// Tensor name.
+    pub name: String,
+    /// KServe datatype name (empty for an invalid configuration type).
+    pub datatype: &'static str,
+    /// Shape, with -1 first for the batch dimension of a batching model.
+    pub shape: Vec<i64>,
+}
+
+/// Model metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelMetadata {
+    /// Model name.
+    pub name: String,
+    /// The version asked for, or every ready version.
+    pub versions: Vec<String>,
+    /// The configuration's platform, or its backend when it has none.
+    pub platform: String,
+    /// Inputs.
+    pub inputs: Vec<TensorMetadata>,
+    /// Outputs.
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// An update of the logging settings; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogUpdate {
+    /// `log_file`: the log file cannot be changed at run time; giving one
+    /// is refused.
+    pub log_file: Option<String>,
+    /// `log_info`.
+    pub log_info: Option<bool>,
+    /// `log_warning`.
+    pub log_warning: Option<bool>,
+    /// `log_error`.
+    pub log_error: Option<bool>,
+    /// `log_verbose_level`.
+    pub log_verbose_level: Option<u32>,
+    /// `log_format`: `default` or `ISO8601`.
+    pub log_format: Option<String>,
+}
+
+/// Counts requests in flight so shutdown can wait for them.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// Held for the life of one request; dropping it ends the request.
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    fn enter(inflight: &Arc<InFlight>) -> InFlightGuard {
+        *inflight
+            .count
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+        InFlightGuard(Arc::clone(inflight))
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count -= 1;
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+/// The inference server.
+pub struct Server {
+    id: String,
+    strict_readiness: bool,
+    manager: ModelManager,
+    exiting: AtomicBool,
+    inflight: Arc<InFlight>,
+    labels: Arc<LabelCache>,
+    trace: Mutex<TraceStore>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("id", &self.id)
+            .field("strict_readiness", &self.strict_readiness)
+            .field("exiting", &self.exiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_ready() -> Error {
+    Error::unavailable("Server not ready")
+}
+
+impl Server {
+    /// Builds the server with nereid's built-in backends. Loads nothing:
+    /// call [`Server::start`].
+    pub fn new(options: ServerOptions) -> Result<Server> {
+        let manager = ModelManager::new(options.manager, BackendRegistry::with_builtins())?;
+        Ok(Server::with_manager(
+            options.server_id,
+            options.strict_readiness,
+            options.trace,
+            manager,
+        ))
+    }
+
+    /// Builds the server around a model manager made elsewhere (for a
+    /// custom backend table).
+    pub fn with_manager(
+        server_id: String,
+        strict_readiness: bool,
+        trace: TraceSettings,
+        manager: ModelManager,
+    ) -> Server {
+        Server {
+            id: server_id,
+            strict_readiness,
+            manager,
+            exiting: AtomicBool::new(false),
+            inflight: Arc::new(InFlight::default()),
+            labels: Arc::new(LabelCache::default()),
+            trace: Mutex::new(TraceStore::new(trace)),
+        }
+    }
+
+    /// Loads the startup models (see [`ModelManager::start`]). The server
+    /// serves whatever loaded even when this fails.
+    pub fn start(&self) -> Result<()> {
+        self.manager.start()
+    }
+
+    /// The model manager, for the startup table and repository polling.
+    pub fn manager(&self) -> &ModelManager {
+        &self.manager
+    }
+
+    fn check_exiting(&self) -> Result<()> {
+        if self.exiting.load(Ordering::Acquire) {
+            return Err(Error::unavailable("Server exiting"));
+        }
+        Ok(())
+    }
+
+    /// Liveness: the server answers. Fails once shutdown has begun.
+    pub fn is_live(&self) -> Result<bool> {
+        self.check_exiting()?;
+        Ok(true)
+    }
+
+    /// Readiness: with strict readiness, every model the server tried to
+    /// load is ready; otherwise the server is up. Fails once shutdown has
+    /// begun.
+    pub fn is_ready(&self) -> Result<bool> {
+        self.check_exiting()?;
+        Ok(!self.strict_readiness || self.manager.all_ready())
+    }
+
+    /// Server name, version and extensions.
+    pub fn metadata(&self) -> ServerMetadata {
+        ServerMetadata {
+            name: self.id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            extensions: EXTENSIONS.to_vec(),
+        }
+    }
+
+    /// The ready model version a call is for (`None`: the latest ready).
+    pub fn model(&self, name: &str, version: Option<i64>) -> Result<Arc<LoadedModel>> {
+        self.manager.get(name, version)
+    }
+
+    /// Whether the model version is ready; an unknown model or version is
+    /// an error with Triton's wording.
+    pub fn model_ready(&self, name: &str, version: Option<i64>) -> Result<bool> {
+        if self.exiting.load(Ordering::Acquire) {
+            return Err(not_ready());
+        }
+        self.model(name, version).map(|_| true)
+    }
+
+    /// Model metadata: for `version` `None`, every ready version is listed.
+    pub fn model_metadata(&self, name: &str, version: Option<i64>) -> Result<ModelMetadata> {
+        let model = self.model(name, version)?;
+        if self.exiting.load(Ordering::Acquire) {
+            return Err(not_ready());
+        }
+        let versions = match version {
+            Some(v) if v != -1 => vec![v.to_string()],
+            _ => self
+                .manager
+                .ready_versions(name)
+                .iter()
+                .map(i64::to_string)
+                .collect(),
+        };
+        let config = &model.config;
+        let batching = config.max_batch_size >= 1;
+        let tensor = |name: &str, data_type: i32, dims: &[i64]| {
+            let mut shape = Vec::with_capacity(dims.len() + 1);
+            if batching {
+                shape.push(-1);
+            }
+            shape.extend_from_slice(dims);
+            TensorMetadata {
+                name: name.to_owned(),
+                datatype: DataType::from_config_enum(data_type).map_or("", DataType::wire_name),
+                shape,
+            }
+        };
+        Ok(ModelMetadata {
+            name: name.to_owned(),
+            versions,
+            platform: if config.platform.is_empty() {
+                config.backend.clone()
+            } else {
+                config.platform.clone()
+            },
+            inputs: config
+                .input
+                .iter()
+                .map(|i| tensor(&i.name, i.data_type, &i.dims))
+                .collect(),
+            outputs: config
+                .output
+                .iter()
+                .map(|o| tensor(&o.name, o.data_type, &o.dims))
+                .collect(),
+        })
+    }
+
+    /// The model configuration as JSON.
+    pub fn model_config_json(&self, name: &str, version: Option<i64>) -> Result<String> {
+        Ok(self.model(name, version)?.config_json.clone())
+    }
+
+    /// Runs `request` on the model version it names; `completion` is called
+    /// once, on whichever thread finishes it.
+    pub fn infer(&self, request: InferRequest, completion: Completion) {
+        match self.model(&request.model_name, request.model_version) {
+            Ok(model) => self.infer_on(&model, request, completion),
+            Err(e) => completion(Err(e)),
+        }
+    }
+
+    /// Runs `request` on `model` (looked up by the caller, who needed its
+    /// configuration first). Outputs requested with a class count are
+    /// replaced by their classification.
+    pub fn infer_on(
+        &self,
+        model: &Arc<LoadedModel>,
+        request: InferRequest,
+        completion: Completion,
+    ) {
+        let guard = InFlightGuard::enter(&self.inflight);
+        let classified: Vec<(String, u32)> = request
+            .outputs
+            .iter()
+            .filter(|o| o.class_count > 0)
+            .map(|o| (o.name.clone(), o.class_count))
+            .collect();
+        if classified.is_empty() {
+            model.scheduler.submit(
+                request,
+                Box::new(move |result| {
+                    completion(result);
+                    drop(guard);
+                }),
+            );
+            return;
+        }
+        // The completion runs on the model's own instance thread; it must
+        // not hold the last reference to the model (dropping it there would
+        // join that thread), so it keeps a weak one.
+        let weak = Arc::downgrade(model);
+        let labels = Arc::clone(&self.labels);
+        model.scheduler.submit(
+            request,
+            Box::new(move |result| {
+                let result = result.and_then(|response| match weak.upgrade() {
+                    Some(model) => apply_classification(response, &model, &classified, &labels),
+                    None => Err(Error::unavailable(
+                        "model was unloaded before its response could be classified",
+                    )),
+                });
+                completion(result);
+                drop(guard);
+            }),
+        );
+    }
+
+    /// The repository index (blocking: reads the repository directories).
+    pub fn repository_index(&self, ready_only: bool) -> Result<Vec<IndexEntry>> {
+        self.manager.index(ready_only)
+    }
+
+    /// Loads or reloads a model, optionally with a JSON configuration that
+    /// replaces its `config.pbtxt` (blocking until done).
+    pub fn load_model(&self, name: &str, config_json: Option<&str>) -> Result<()> {
+        if self.exiting.load(Ordering::Acquire) {
+            return Err(not_ready());
+        }
+        self.manager.load(name, config_json)
+    }
+
+    /// Unloads a model, and with `unload_dependents` the ensembles that use
+    /// it (blocking until done).
+    pub fn unload_model(&self, name: &str, unload_dependents: bool) -> Result<()> {
+        if self.exiting.load(Ordering::Acquire) {
+            return Err(not_ready());
+        }
+        self.manager.unload(name, unload_dependents)
+    }
+
+    /// The logging settings in force.
+    pub fn log_settings(&self) -> LogSettings {
+        logging::settings()
+    }
+
+    /// Applies a logging update and returns the settings now in force.
+    pub fn update_log_settings(&self, update: LogUpdate) -> Result<LogSettings> {
+        if update.log_file.is_some() {
+            return Err(Error::unsupported(
+                "log file location can not be updated through network protocol",
+            ));
+        }
+        let mut settings = logging::settings();
+        if let Some(v) = update.log_info {
+            settings.log_info = v;
+        }
+        if let Some(v) = update.log_warning {
+            settings.log_warning = v;
+        }
+        if let Some(v) = update.log_error {
+            settings.log_error = v;
+        }
+        if let Some(v) = update.log_verbose_level {
+            settings.log_verbose_level = v;
+        }
+        if let Some(format) = update.log_format {
+            if !logging::is_known_format(&format) {
+                return Err(Error::unavailable(format!(
+                    "invalid argument for --log_format, got: {format}"
+                )));
+            }
+            settings.log_format = format;
+        }
+        logging::set_settings(settings).map_err(Error::internal)?;
+        Ok(logging::settings())
+    }
+
+    fn trace_model(&self, model: Option<&str>) -> Result<()> {
+        if let Some(name) = model
+            && !self.model_ready(name, None)?
+        {
+            return Err(Error::invalid_arg(format!(
+                "Request for unknown model : {name}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The trace setting in force for `model` (`None`: global).
+    pub fn trace_settings(&self, model: Option<&str>) -> Result<TraceSettings> {
+        self.trace_model(model)?;
+        Ok(self
+            .trace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(model))
+    }
+
+    /// Updates the trace setting of `model` (`None`: global) and returns
+    /// the setting now in force there.
+    pub fn update_trace_settings(
+        &self,
+        model: Option<&str>,
+        update: &TraceUpdate,
+    ) -> Result<TraceSettings> {
+        self.trace_model(model)?;
+        self.trace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .update(model, update)
+    }
+
+    /// Requests accepted by [`Server::infer`] and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        *self
+            .inflight
+            .count
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts shutting down: liveness and readiness fail from now on
+    /// (inference is still accepted, so work in progress can finish).
+    pub fn begin_shutdown(&self) {
+        self.exiting.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_exiting(&self) -> bool {
+        self.exiting.load(Ordering::Acquire)
+    }
+
+    /// Waits until no request is in flight or `deadline` passes; true when
+    /// everything finished.
+    pub fn drain(&self, deadline: Instant) -> bool {
+        let mut count = self
+            .inflight
+            .count
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *count > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            count = self
+                .inflight
+                .idle
+                .wait_timeout(count, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// Begins shutdown and unloads every model (their queued requests
+    /// finish first).
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
+        self.manager.shutdown();
+    }
+}
+
+/// Replaces each classified output of `response` by its top-k entries.
+fn apply_classification(
+    mut response: InferResponse,
+    model: &Arc<LoadedModel>,
+    classified: &[(String, u32)],
+    labels: &LabelCache,
+) -> Result<InferResponse> {
+    let batching = model.config.max_batch_size > 0;
+    for t in &mut response.outputs {
+        let Some(&(_, count)) = classified.iter().find(|(n, _)| *n == t.name) else {
+            continue;
+        };
+        let names = labels.labels(model, &t.name)?;
+        *t = classification::classify(t, count, batching, names.as_deref().map(Vec::as_slice))?;
+    }
+    Ok(response)
+}

@@ -4,21 +4,26 @@
 //! body (JSON, binary tensor data extension, or a raw body) into an
 //! [`InferRequest`](crate::core::InferRequest), [`encode`] turns an
 //! [`InferResponse`](crate::core::InferResponse) into body chunks, and
-//! [`json`] holds the JSON writing both share. [`rest`] is the router that
-//! maps REST paths onto [`crate::server::Server`], the one module here that
-//! calls the layer below.
+//! [`json`] holds the JSON writing both share. [`control`] reads and
+//! writes the bodies of the other endpoints in terms of the server's
+//! types, and [`rest`] is the router that maps REST paths onto
+//! [`crate::server::Server`] calls and implements
+//! [`crate::net::HttpService`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod control;
 pub mod decode;
 pub mod encode;
 pub mod json;
+pub mod rest;
 
 pub use decode::{
     DecodedRequest, HEADER_LENGTH_HEADER, ResponseFormat, decode_infer_request,
     decode_raw_infer_request, json_header_length,
 };
 pub use encode::{EncodedResponse, encode_infer_response};
+pub use rest::RestService;
 
 #[cfg(test)]
 mod codec_tests;

@@ -1,0 +1,544 @@
+//! JSON bodies of the endpoints other than inference: server and model
+//! metadata, the repository index and its load/unload requests, and the
+//! logging and trace settings. Writers produce the bodies Triton sends
+//! (same keys, same order, same value types: trace values are strings,
+//! versions are strings); readers accept the bodies Triton accepts and
+//! refuse the rest with Triton's wording and codes.
+
+use serde_json::Value;
+
+use super::decode::parse_leading_int;
+use super::json;
+use crate::core::{Code, Error, Result};
+use crate::logging::LogSettings;
+use crate::repository::IndexEntry;
+use crate::server::{
+    Change, LogUpdate, ModelMetadata, ServerMetadata, TensorMetadata, TraceLevel, TraceMode,
+    TraceSettings, TraceUpdate,
+};
+
+const NON_STRING: &str = "attempt to access JSON non-string as string";
+const NON_BOOL: &str = "attempt to access JSON non-boolean as boolean";
+const NON_UINT: &str = "attempt to access JSON non-unsigned-integer as unsigned-integer";
+const NON_ARRAY: &str = "attempt to access JSON non-array as array";
+const NON_OBJECT_MEMBERS: &str = "attempt to get members for non-object";
+
+fn internal(message: impl Into<String>) -> Error {
+    Error::new(Code::Internal, message)
+}
+
+/// Parses a control request body; a malformed one is refused as Triton
+/// refuses it.
+pub fn parse_body(body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body)
+        .map_err(|e| internal(format!("failed to parse the request JSON buffer: {e}")))
+}
+
+/// `{"name":...,"version":...,"extensions":[...]}`.
+pub fn server_metadata(m: &ServerMetadata) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"name\":");
+    json::write_str(&mut out, &m.name);
+    out.extend_from_slice(b",\"version\":");
+    json::write_str(&mut out, &m.version);
+    out.extend_from_slice(b",\"extensions\":[");
+    for (i, e) in m.extensions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(&mut out, e);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+fn write_tensors(out: &mut Vec<u8>, tensors: &[TensorMetadata]) {
+    out.push(b'[');
+    for (i, t) in tensors.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        json::write_str(out, &t.name);
+        out.extend_from_slice(b",\"datatype\":");
+        json::write_str(out, t.datatype);
+        out.extend_from_slice(b",\"shape\":[");
+        for (j, &d) in t.shape.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            json::write_i64(out, d);
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.push(b']');
+}
+
+/// `{"name":...,"versions":[...],"platform":...,"inputs":[...],"outputs":[...]}`.
+pub fn model_metadata(m: &ModelMetadata) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"name\":");
+    json::write_str(&mut out, &m.name);
+    out.extend_from_slice(b",\"versions\":[");
+    for (i, v) in m.versions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(&mut out, v);
+    }
+    out.extend_from_slice(b"],\"platform\":");
+    json::write_str(&mut out, &m.platform);
+    out.extend_from_slice(b",\"inputs\":");
+    write_tensors(&mut out, &m.inputs);
+    out.extend_from_slice(b",\"outputs\":");
+    write_tensors(&mut out, &m.outputs);
+    out.push(b'}');
+    out
+}
+
+/// Reads a repository index request: an empty body, or `{"ready":bool}`.
+pub fn parse_index_request(body: &[u8]) -> Result<bool> {
+    if body.is_empty() {
+        return Ok(false);
+    }
+    match parse_body(body)?.get("ready") {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(Error::invalid_arg(
+            "Invalid value for 'ready': expected a boolean",
+        )),
+    }
+}
+
+/// The index as an array of `{"name","version","state","reason"}`; a model
+/// that was never loaded shows its name only, `version` appears when the
+/// row is about one version, `reason` when there is one.
+pub fn repository_index(entries: &[IndexEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * entries.len() + 2);
+    out.push(b'[');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        json::write_str(&mut out, &e.name);
+        if !e.state.is_empty() {
+            if let Some(v) = &e.version {
+                out.extend_from_slice(b",\"version\":");
+                json::write_str(&mut out, v);
+            }
+            out.extend_from_slice(b",\"state\":");
+            json::write_str(&mut out, &e.state);
+            if !e.reason.is_empty() {
+                out.extend_from_slice(b",\"reason\":");
+                json::write_str(&mut out, &e.reason);
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    out
+}
+
+/// Reads a load request: an empty body, or `{"parameters":{"config":"<json>"}}`.
+/// Returns the configuration override, if any.
+pub fn parse_load_request(body: &[u8]) -> Result<Option<String>> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let Some(params) = parse_body(body)?.get_mut("parameters").map(Value::take) else {
+        return Ok(None);
+    };
+    let Value::Object(params) = params else {
+        return Err(internal(NON_OBJECT_MEMBERS));
+    };
+    let mut config = None;
+    for (key, value) in params {
+        let Value::String(value) = value else {
+            return Err(internal(NON_STRING));
+        };
+        if key == "config" {
+            config = Some(value);
+        } else if key.starts_with("file:") {
+            return Err(Error::unsupported(format!(
+                "load parameter '{key}': model file overrides are not supported by this server; put the files in the model repository"
+            )));
+        } else {
+            return Err(internal("unexpected error on creating Triton parameter"));
+        }
+    }
+    Ok(config)
+}
+
+/// Reads an unload request: an empty body, or
+/// `{"parameters":{"unload_dependents":bool}}`.
+pub fn parse_unload_request(body: &[u8]) -> Result<bool> {
+    if body.is_empty() {
+        return Ok(false);
+    }
+    match parse_body(body)?
+        .get("parameters")
+        .and_then(|p| p.get("unload_dependents"))
+    {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(internal(format!(
+            "Unable to parse 'unload_dependents': {NON_BOOL}"
+        ))),
+    }
+}
+
+/// The logging settings object.
+pub fn log_settings(s: &LogSettings) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"log_file\":");
+    json::write_str(&mut out, &s.log_file);
+    out.extend_from_slice(b",\"log_info\":");
+    json::write_bool(&mut out, s.log_info);
+    out.extend_from_slice(b",\"log_warning\":");
+    json::write_bool(&mut out, s.log_warning);
+    out.extend_from_slice(b",\"log_error\":");
+    json::write_bool(&mut out, s.log_error);
+    out.extend_from_slice(b",\"log_verbose_level\":");
+    json::write_u64(&mut out, s.log_verbose_level.into());
+    out.extend_from_slice(b",\"log_format\":");
+    json::write_str(&mut out, &s.log_format);
+    out.push(b'}');
+    out
+}
+
+/// Reads a logging update; `null` values leave a setting alone.
+pub fn parse_log_update(body: &[u8]) -> Result<LogUpdate> {
+    let v = parse_body(body)?;
+    let mut update = LogUpdate::default();
+    let present = |key: &str| v.get(key).filter(|x| !x.is_null());
+    if let Some(file) = present("log_file") {
+        update.log_file = Some(
+            file.as_str()
+                .map_or_else(|| file.to_string(), str::to_owned),
+        );
+    }
+    let flag = |key: &str| -> Result<Option<bool>> {
+        present(key)
+            .map(|x| x.as_bool().ok_or_else(|| internal(NON_BOOL)))
+            .transpose()
+    };
+    update.log_info = flag("log_info")?;
+    update.log_warning = flag("log_warning")?;
+    update.log_error = flag("log_error")?;
+    update.log_verbose_level = present("log_verbose_level")
+        .map(|x| {
+            x.as_u64()
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .ok_or_else(|| internal(NON_UINT))
+        })
+        .transpose()?;
+    update.log_format = present("log_format")
+        .map(|x| {
+            x.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| internal(NON_STRING))
+        })
+        .transpose()?;
+    Ok(update)
+}
+
+/// The trace settings object, values as strings as Triton reports them.
+pub fn trace_settings(s: &TraceSettings) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"{\"trace_level\":[");
+    for (i, name) in s.level.names().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(&mut out, name);
+    }
+    out.extend_from_slice(b"],\"trace_rate\":");
+    json::write_str(&mut out, &s.rate.to_string());
+    out.extend_from_slice(b",\"trace_count\":");
+    json::write_str(&mut out, &s.count.to_string());
+    if s.mode == TraceMode::Triton {
+        out.extend_from_slice(b",\"log_frequency\":");
+        json::write_str(&mut out, &s.log_frequency.to_string());
+        out.extend_from_slice(b",\"trace_file\":");
+        json::write_str(&mut out, &s.file);
+    }
+    out.extend_from_slice(b",\"trace_mode\":");
+    json::write_str(&mut out, &s.mode.to_string());
+    out.push(b'}');
+    out
+}
+
+/// Reads a numeric trace value sent as a string (`"1000"`), within
+/// `[min, max]`.
+fn trace_number(key: &str, value: &Value, min: i64, max: i64) -> Result<i64> {
+    let text = value.as_str().ok_or_else(|| internal(NON_STRING))?;
+    let n = parse_leading_int(text)
+        .ok_or_else(|| Error::invalid_arg(format!("Unable to parse '{key}', got: {text}")))?;
+    if n < min || n > max {
+        return Err(Error::invalid_arg(format!(
+            "Unable to parse '{key}', value is out of range [ {min}, {max} ], got: {text}"
+        )));
+    }
+    Ok(n)
+}
+
+/// Reads a trace settings update; `null` clears a value back to its
+/// fallback.
+pub fn parse_trace_update(body: &[u8]) -> Result<TraceUpdate> {
+    let v = parse_body(body)?;
+    let mut update = TraceUpdate::default();
+    if v.get("trace_file").is_some() {
+        return Err(Error::unsupported(
+            "trace file location can not be updated through network protocol",
+        ));
+    }
+    if let Some(level) = v.get("trace_level") {
+        if level.is_null() {
+            update.level = Change::Clear;
+        } else {
+            let items = level.as_array().ok_or_else(|| internal(NON_ARRAY))?;
+            let mut parsed = TraceLevel::OFF;
+            let mut any = false;
+            for item in items {
+                match item.as_str().ok_or_else(|| internal(NON_STRING))? {
+                    "OFF" if items.len() == 1 => any = true,
+                    "OFF" => {
+                        return Err(Error::invalid_arg(
+                            "Expect only one trace level 'OFF' is specified",
+                        ));
+                    }
+                    "TIMESTAMPS" => {
+                        parsed.timestamps = true;
+                        any = true;
+                    }
+                    "TENSORS" => {
+                        parsed.tensors = true;
+                        any = true;
+                    }
+                    _ => {}
+                }
+            }
+            if any {
+                update.level = Change::Set(parsed);
+            }
+        }
+    }
+    let number = |key: &str, min: i64, max: i64| -> Result<Change<i64>> {
+        Ok(match v.get(key) {
+            None => Change::Keep,
+            Some(Value::Null) => Change::Clear,
+            Some(x) => Change::Set(trace_number(key, x, min, max)?),
+        })
+    };
+    let as_u32 = |c: Change<i64>| match c {
+        Change::Keep => Change::Keep,
+        Change::Clear => Change::Clear,
+        Change::Set(n) => Change::Set(u32::try_from(n).unwrap_or(u32::MAX)),
+    };
+    update.rate = as_u32(number("trace_rate", 0, u32::MAX.into())?);
+    update.count = match v.get("trace_count") {
+        None => Change::Keep,
+        Some(Value::Null) => Change::Clear,
+        Some(x) => {
+            let text = x.as_str().ok_or_else(|| internal(NON_STRING))?;
+            match parse_leading_int(text) {
+                Some(n) if n < -1 => {
+                    return Err(Error::invalid_arg(format!(
+                        "Unable to parse 'trace_count'. Expecting value >= -1, got:{text}"
+                    )));
+                }
+                _ => Change::Set(
+                    i32::try_from(trace_number("trace_count", x, -1, i32::MAX.into())?)
+                        .unwrap_or(i32::MAX),
+                ),
+            }
+        }
+    };
+    update.log_frequency = as_u32(number("log_frequency", 0, u32::MAX.into())?);
+    Ok(update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: Vec<u8>) -> String {
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn index_rows() {
+        let rows = [
+            IndexEntry {
+                name: "a".into(),
+                version: Some("1".into()),
+                state: "READY".into(),
+                reason: String::new(),
+            },
+            IndexEntry {
+                name: "b".into(),
+                version: Some("2".into()),
+                state: "UNAVAILABLE".into(),
+                reason: "unloaded".into(),
+            },
+            IndexEntry {
+                name: "c".into(),
+                version: None,
+                state: String::new(),
+                reason: String::new(),
+            },
+        ];
+        assert_eq!(
+            text(repository_index(&rows)),
+            r#"[{"name":"a","version":"1","state":"READY"},{"name":"b","version":"2","state":"UNAVAILABLE","reason":"unloaded"},{"name":"c"}]"#
+        );
+        assert!(!parse_index_request(b"").unwrap());
+        assert!(parse_index_request(br#"{"ready":true}"#).unwrap());
+        assert_eq!(
+            parse_index_request(br#"{"ready":"yes"}"#)
+                .unwrap_err()
+                .message(),
+            "Invalid value for 'ready': expected a boolean"
+        );
+    }
+
+    #[test]
+    fn load_and_unload_bodies() {
+        assert_eq!(parse_load_request(b"").unwrap(), None);
+        assert_eq!(
+            parse_load_request(br#"{"parameters":{"config":"{\"max_batch_size\":2}"}}"#).unwrap(),
+            Some(r#"{"max_batch_size":2}"#.to_owned())
+        );
+        let e = parse_load_request(br#"{"parameters":{"config":{}}}"#).unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::Internal, NON_STRING));
+        let e = parse_load_request(br#"{"parameters":{"file:1/m.onnx":"AA=="}}"#).unwrap_err();
+        assert_eq!(e.code(), Code::Unsupported);
+        assert!(parse_unload_request(br#"{"parameters":{"unload_dependents":true}}"#).unwrap());
+        assert_eq!(
+            parse_unload_request(br#"{"parameters":{"unload_dependents":1}}"#)
+                .unwrap_err()
+                .message(),
+            "Unable to parse 'unload_dependents': attempt to access JSON non-boolean as boolean"
+        );
+        assert!(
+            parse_unload_request(b"{")
+                .unwrap_err()
+                .message()
+                .starts_with("failed to parse the request JSON buffer: ")
+        );
+    }
+
+    #[test]
+    fn trace_bodies() {
+        assert_eq!(
+            text(trace_settings(&TraceSettings::default())),
+            r#"{"trace_level":["OFF"],"trace_rate":"1000","trace_count":"-1","log_frequency":"0","trace_file":"","trace_mode":"triton"}"#
+        );
+        let u = parse_trace_update(
+            br#"{"trace_level":["TIMESTAMPS","TENSORS"],"trace_rate":"5","trace_count":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            u.level,
+            Change::Set(TraceLevel {
+                timestamps: true,
+                tensors: true
+            })
+        );
+        assert_eq!(
+            (u.rate, u.count, u.log_frequency),
+            (Change::Set(5), Change::Clear, Change::Keep)
+        );
+        for (body, msg) in [
+            (
+                r#"{"trace_file":"x"}"#,
+                "trace file location can not be updated through network protocol",
+            ),
+            (
+                r#"{"trace_level":["OFF","TENSORS"]}"#,
+                "Expect only one trace level 'OFF' is specified",
+            ),
+            (
+                r#"{"trace_rate":"abc"}"#,
+                "Unable to parse 'trace_rate', got: abc",
+            ),
+            (r#"{"trace_rate":5}"#, NON_STRING),
+            (
+                r#"{"trace_rate":"-3"}"#,
+                "Unable to parse 'trace_rate', value is out of range [ 0, 4294967295 ], got: -3",
+            ),
+            (
+                r#"{"trace_count":"-2"}"#,
+                "Unable to parse 'trace_count'. Expecting value >= -1, got:-2",
+            ),
+            (
+                r#"{"log_frequency":"x"}"#,
+                "Unable to parse 'log_frequency', got: x",
+            ),
+        ] {
+            assert_eq!(
+                parse_trace_update(body.as_bytes()).unwrap_err().message(),
+                msg,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_bodies() {
+        let u = parse_log_update(
+            br#"{"log_info":false,"log_verbose_level":2,"log_format":"ISO8601","log_error":null}"#,
+        )
+        .unwrap();
+        assert_eq!(u.log_info, Some(false));
+        assert_eq!(u.log_error, None);
+        assert_eq!(u.log_verbose_level, Some(2));
+        assert_eq!(u.log_format.as_deref(), Some("ISO8601"));
+        assert_eq!(
+            parse_log_update(br#"{"log_info":1}"#)
+                .unwrap_err()
+                .message(),
+            NON_BOOL
+        );
+        assert_eq!(
+            parse_log_update(br#"{"log_file":"/tmp/x"}"#)
+                .unwrap()
+                .log_file
+                .as_deref(),
+            Some("/tmp/x")
+        );
+        assert_eq!(
+            text(log_settings(&LogSettings::default())),
+            r#"{"log_file":"","log_info":true,"log_warning":true,"log_error":true,"log_verbose_level":0,"log_format":"default"}"#
+        );
+    }
+
+    #[test]
+    fn metadata_bodies() {
+        let m = ModelMetadata {
+            name: "simple".into(),
+            versions: vec!["1".into()],
+            platform: "add_sub".into(),
+            inputs: vec![TensorMetadata {
+                name: "INPUT0".into(),
+                datatype: "INT32",
+                shape: vec![-1, 16],
+            }],
+            outputs: vec![],
+        };
+        assert_eq!(
+            text(model_metadata(&m)),
+            r#"{"name":"simple","versions":["1"],"platform":"add_sub","inputs":[{"name":"INPUT0","datatype":"INT32","shape":[-1,16]}],"outputs":[]}"#
+        );
+        let s = ServerMetadata {
+            name: "triton".into(),
+            version: "0.1.0".into(),
+            extensions: vec!["a", "b"],
+        };
+        assert_eq!(
+            text(server_metadata(&s)),
+            r#"{"name":"triton","version":"0.1.0","extensions":["a","b"]}"#
+        );
+    }
+}

@@ -1,0 +1,483 @@
+//! The KServe v2 REST router: maps each request path onto a
+//! [`Server`] call and its answer onto a response.
+//!
+//! Routes (paths as Triton matches them; anything else is
+//! `404 {"error":"Not Found"}`, a known path with the wrong method is
+//! `405 {"error":"Method Not Allowed"}`):
+//!
+//! | path | methods |
+//! | --- | --- |
+//! | `/v2` | GET server metadata |
+//! | `/v2/health/live`, `/v2/health/ready` | GET (200, or 400 when not) |
+//! | `/v2/models/{m}[/versions/{v}]` | GET model metadata |
+//! | `.../ready`, `.../config` | GET |
+//! | `.../infer` | POST |
+//! | `/v2/models/{m}/trace/setting`, `/v2/trace/setting` | GET, POST |
+//! | `/v2/repository[/{r}]/index` | POST |
+//! | `/v2/repository[/{r}]/models/{m}/load`, `.../unload` | POST |
+//! | `/v2/logging` | GET, POST |
+//!
+//! Errors are `{"error":"<message>"}` with the status of the error's code.
+//! Inference is decoded on the event loop, runs on the model's instance
+//! threads, and is encoded and answered from there; repository control
+//! blocks, so it runs on a thread of its own.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::control;
+use super::decode::{
+    self, DecodedRequest, HEADER_LENGTH_HEADER, ResponseFormat, decode_infer_request,
+    decode_raw_infer_request,
+};
+use super::encode::encode_infer_response;
+use super::json;
+use crate::core::{Error, InferResponse, Result};
+use crate::net::{HttpService, Responder};
+use crate::protocol::http1::{Request, Response};
+use crate::server::Server;
+
+/// The REST front end of a [`Server`].
+#[derive(Debug, Clone)]
+pub struct RestService {
+    server: Arc<Server>,
+}
+
+impl RestService {
+    /// A router over `server`.
+    pub fn new(server: Arc<Server>) -> RestService {
+        RestService { server }
+    }
+
+    /// The server behind the router.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+}
+
+/// What a model path asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelAction {
+    Metadata,
+    Ready,
+    Config,
+    Infer,
+    Stats,
+    Generate,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    ServerMetadata,
+    Live,
+    Ready,
+    Logging,
+    Trace,
+    AllStats,
+    Model {
+        name: &'a str,
+        version: Option<&'a str>,
+        action: ModelAction,
+    },
+    Index,
+    Control {
+        repository: Option<&'a str>,
+        model: &'a str,
+        load: bool,
+    },
+    NotFound,
+}
+
+/// One path segment: non-empty, without `/`.
+fn segment(s: &str) -> Option<(&str, &str)> {
+    let end = s.find('/').unwrap_or(s.len());
+    (end > 0).then(|| (&s[..end], &s[end..]))
+}
+
+fn route(path: &str) -> Route<'_> {
+    match path {
+        "/v2" => return Route::ServerMetadata,
+        "/v2/health/live" => return Route::Live,
+        "/v2/health/ready" => return Route::Ready,
+        "/v2/logging" => return Route::Logging,
+        "/v2/trace/setting" => return Route::Trace,
+        "/v2/models/stats" => return Route::AllStats,
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/v2/models/") {
+        return model_route(rest).unwrap_or(Route::NotFound);
+    }
+    if let Some(rest) = path.strip_prefix("/v2/repository") {
+        return repository_route(rest).unwrap_or(Route::NotFound);
+    }
+    Route::NotFound
+}
+
+fn model_route(rest: &str) -> Option<Route<'_>> {
+    let (name, mut rest) = segment(rest)?;
+    let mut version = None;
+    if let Some(after) = rest.strip_prefix("/versions/")
+        && let Some((v, tail)) = segment(after)
+        && v.bytes().all(|b| b.is_ascii_digit())
+    {
+        version = Some(v);
+        rest = tail;
+    }
+    let action = match rest {
+        "" => ModelAction::Metadata,
+        "/ready" => ModelAction::Ready,
+        "/config" => ModelAction::Config,
+        "/infer" => ModelAction::Infer,
+        "/stats" => ModelAction::Stats,
+        "/generate" | "/generate_stream" => ModelAction::Generate,
+        // No versioned trace settings: Triton answers those with 404 too.
+        "/trace/setting" if version.is_none() => ModelAction::Trace,
+        _ => return None,
+    };
+    Some(Route::Model {
+        name,
+        version,
+        action,
+    })
+}
+
+fn repository_route(rest: &str) -> Option<Route<'_>> {
+    fn action(rest: &str) -> Option<(Option<&str>, bool)> {
+        if rest == "/index" {
+            return Some((None, false));
+        }
+        let (model, tail) = segment(rest.strip_prefix("/models/")?)?;
+        match tail {
+            "/load" => Some((Some(model), true)),
+            "/unload" => Some((Some(model), false)),
+            _ => None,
+        }
+    }
+    let (repository, parsed) = match segment(rest.strip_prefix('/')?)
+        .and_then(|(repo, tail)| action(tail).map(|a| (Some(repo), a)))
+    {
+        Some(found) => found,
+        None => (None, action(rest)?),
+    };
+    Some(match parsed {
+        (None, _) => Route::Index,
+        (Some(model), load) => Route::Control {
+            repository,
+            model,
+            load,
+        },
+    })
+}
+
+fn json_response(status: u16, body: Vec<u8>) -> Response {
+    Response::json(status, body)
+}
+
+fn error_response(e: &Error) -> Response {
+    json_response(e.code().http_status(), json::error_body(e.message()))
+}
+
+fn method_not_allowed() -> Response {
+    json_response(405, json::error_body("Method Not Allowed"))
+}
+
+fn not_found() -> Response {
+    json_response(404, json::error_body("Not Found"))
+}
+
+fn answer(result: Result<Vec<u8>>) -> Response {
+    match result {
+        Ok(body) => json_response(200, body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The version of a path (`None` when absent). Only digits reach here, so
+/// the one failure is a number too large.
+fn parse_version(version: Option<&str>) -> Result<Option<i64>> {
+    version
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                Error::invalid_arg(format!(
+                    "failed to get model version from specified version string '{v}' (details: value out of range), version should be an integral value > 0"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Runs blocking work (repository control) on a thread of its own and
+/// answers from there. Should the thread not start, dropping the responder
+/// answers 500.
+fn off_loop(responder: Responder, work: impl FnOnce() -> Response + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("nereid-repository".to_owned())
+        .spawn(move || responder.respond(work()));
+    if let Err(e) = spawned {
+        log::error!("cannot start a thread for a repository request: {e}");
+    }
+}
+
+/// The response to a finished inference.
+pub fn infer_response(result: Result<InferResponse>, format: &ResponseFormat) -> Response {
+    match result.and_then(|r| encode_infer_response(&r, format)) {
+        Ok(encoded) => {
+            let mut response = Response::new(200);
+            response = match encoded.json_length {
+                Some(n) => response
+                    .with_header("Content-Type", "application/octet-stream")
+                    .with_header(HEADER_LENGTH_HEADER, n.to_string()),
+                None => response.with_header("Content-Type", "application/json"),
+            };
+            response.body = encoded.body;
+            response
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+impl HttpService for RestService {
+    fn handle(&self, mut request: Request, responder: Responder) {
+        let path = std::mem::take(&mut request.path);
+        let method = std::mem::take(&mut request.method);
+        let method = method.as_str();
+        let get = method == "GET";
+        let post = method == "POST";
+        let server = &self.server;
+        let response = match route(&path) {
+            Route::NotFound => not_found(),
+            Route::ServerMetadata if get => {
+                json_response(200, control::server_metadata(&server.metadata()))
+            }
+            Route::Live if get => health(server.is_live()),
+            Route::Ready if get => health(server.is_ready()),
+            Route::Logging if get || post => answer(self.logging(post, &request.body)),
+            Route::Trace if get || post => answer(self.trace(None, post, &request.body)),
+            Route::AllStats if get => error_response(&statistics_unsupported()),
+            Route::Model {
+                name,
+                version,
+                action,
+            } => match (action, method) {
+                (ModelAction::Metadata, "GET") => answer(
+                    parse_version(version)
+                        .and_then(|v| server.model_metadata(name, v))
+                        .map(|m| control::model_metadata(&m)),
+                ),
+                (ModelAction::Ready, "GET") => {
+                    match parse_version(version).and_then(|v| server.model_ready(name, v)) {
+                        Ok(true) => Response::new(200),
+                        Ok(false) => {
+                            json_response(400, json::error_body("Model version not ready"))
+                        }
+                        Err(e) => error_response(&e),
+                    }
+                }
+                (ModelAction::Config, "GET") => answer(
+                    parse_version(version)
+                        .and_then(|v| server.model_config_json(name, v))
+                        .map(String::into_bytes),
+                ),
+                (ModelAction::Infer, "POST") => {
+                    return self.infer(name, version, request, responder);
+                }
+                (ModelAction::Stats, "GET") => error_response(&statistics_unsupported()),
+                (ModelAction::Generate, "POST") => error_response(&Error::unsupported(
+                    "the generate extension is not supported by this server",
+                )),
+                (ModelAction::Trace, "GET" | "POST") => {
+                    answer(self.trace(Some(name), post, &request.body))
+                }
+                _ => method_not_allowed(),
+            },
+            Route::Index if post => {
+                let server = Arc::clone(server);
+                let body = request.body;
+                return off_loop(responder, move || {
+                    answer(
+                        control::parse_index_request(&body)
+                            .and_then(|ready| server.repository_index(ready))
+                            .map(|index| control::repository_index(&index)),
+                    )
+                });
+            }
+            Route::Control {
+                repository,
+                model,
+                load,
+            } if post => {
+                if repository.is_some() {
+                    error_response(&Error::unsupported(
+                        "'repository_name' specification is not supported",
+                    ))
+                } else {
+                    let server = Arc::clone(server);
+                    let model = model.to_owned();
+                    let body = request.body;
+                    return off_loop(responder, move || {
+                        let done = if load {
+                            control::parse_load_request(&body)
+                                .and_then(|config| server.load_model(&model, config.as_deref()))
+                        } else {
+                            control::parse_unload_request(&body)
+                                .and_then(|deps| server.unload_model(&model, deps))
+                        };
+                        match done {
+                            Ok(()) => Response::json(200, Bytes::new()),
+                            Err(e) => error_response(&e),
+                        }
+                    });
+                }
+            }
+            _ => method_not_allowed(),
+        };
+        responder.respond(response);
+    }
+}
+
+/// 200 when healthy, 400 (empty body) when not, as Triton answers.
+fn health(state: Result<bool>) -> Response {
+    match state {
+        Ok(true) => Response::new(200),
+        Ok(false) => Response::new(400),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn statistics_unsupported() -> Error {
+    Error::unavailable("the server does not support model statistics")
+}
+
+impl RestService {
+    fn logging(&self, update: bool, body: &[u8]) -> Result<Vec<u8>> {
+        let settings = if update {
+            self.server
+                .update_log_settings(control::parse_log_update(body)?)?
+        } else {
+            self.server.log_settings()
+        };
+        Ok(control::log_settings(&settings))
+    }
+
+    fn trace(&self, model: Option<&str>, update: bool, body: &[u8]) -> Result<Vec<u8>> {
+        let settings = if update {
+            // The model is checked before the body is read, as Triton does.
+            self.server.trace_settings(model)?;
+            self.server
+                .update_trace_settings(model, &control::parse_trace_update(body)?)?
+        } else {
+            self.server.trace_settings(model)?
+        };
+        Ok(control::trace_settings(&settings))
+    }
+
+    /// Decodes and submits an inference; the answer comes from the thread
+    /// that finishes it.
+    fn infer(&self, name: &str, version: Option<&str>, request: Request, responder: Responder) {
+        let decoded = parse_version(version).and_then(|version| {
+            let model = self.server.model(name, version)?;
+            let header = decode::json_header_length(
+                request.header(HEADER_LENGTH_HEADER),
+                request.body.len(),
+            )?;
+            let decoded = if header == 0 {
+                decode_raw_infer_request(name, version, &model.config, request.body.clone())?
+            } else {
+                decode_infer_request(name, version, &request.body, header)?
+            };
+            Ok((model, decoded))
+        });
+        let (
+            model,
+            DecodedRequest {
+                mut request,
+                format,
+            },
+        ) = match decoded {
+            Ok(d) => d,
+            Err(e) => return responder.respond(error_response(&e)),
+        };
+        request.cancel = responder.cancel_flag().clone();
+        self.server.infer_on(
+            &model,
+            request,
+            Box::new(move |result| responder.respond(infer_response(result, &format))),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let m = |name, version, action| Route::Model {
+            name,
+            version,
+            action,
+        };
+        assert_eq!(route("/v2"), Route::ServerMetadata);
+        assert_eq!(route("/v2/"), Route::NotFound);
+        assert_eq!(route("/v2/health"), Route::NotFound);
+        assert_eq!(
+            route("/v2/models/simple"),
+            m("simple", None, ModelAction::Metadata)
+        );
+        assert_eq!(
+            route("/v2/models/simple/versions/12/infer"),
+            m("simple", Some("12"), ModelAction::Infer)
+        );
+        assert_eq!(route("/v2/models/simple/versions/x/infer"), Route::NotFound);
+        assert_eq!(route("/v2/models/simple/versions"), Route::NotFound);
+        assert_eq!(route("/v2/models/simple/"), Route::NotFound);
+        assert_eq!(route("/v2/models//ready"), Route::NotFound);
+        assert_eq!(
+            route("/v2/models/ready/ready"),
+            m("ready", None, ModelAction::Ready)
+        );
+        assert_eq!(
+            route("/v2/models/m/trace/setting"),
+            m("m", None, ModelAction::Trace)
+        );
+        assert_eq!(
+            route("/v2/models/m/versions/1/trace/setting"),
+            Route::NotFound
+        );
+        assert_eq!(route("/v2/models/stats"), Route::AllStats);
+        assert_eq!(route("/v2/repository/index"), Route::Index);
+        assert_eq!(route("/v2/repository/r/index"), Route::Index);
+        assert_eq!(route("/v2/repository/models/index"), Route::Index);
+        assert_eq!(
+            route("/v2/repository/models/simple/load"),
+            Route::Control {
+                repository: None,
+                model: "simple",
+                load: true
+            }
+        );
+        assert_eq!(
+            route("/v2/repository/r/models/simple/unload"),
+            Route::Control {
+                repository: Some("r"),
+                model: "simple",
+                load: false
+            }
+        );
+        assert_eq!(route("/v2/repository/models/simple"), Route::NotFound);
+        assert_eq!(route("/v2/repository"), Route::NotFound);
+    }
+
+    #[test]
+    fn version_overflow() {
+        assert_eq!(parse_version(Some("7")).unwrap(), Some(7));
+        assert!(
+            parse_version(Some("99999999999999999999"))
+                .unwrap_err()
+                .message()
+                .starts_with("failed to get model version from specified version string")
+        );
+    }
+}
