@@ -9,6 +9,8 @@
 pub mod backend;
 pub mod cli;
 pub mod core;
+#[cfg(fuzzing)]
+pub mod fuzz_api;
 pub mod logging;
 pub mod net;
 pub mod protocol;
