@@ -56,7 +56,10 @@ pub fn classify(
     }
     let k = per_entry.min(class_count as usize);
     let mut out = Vec::new();
-    for entry in 0..batch.unwrap_or(1) {
+    // With no entries to pick from there is nothing to write, however large
+    // the batch dimension (a shape like [n, 0]).
+    let entries = if k == 0 { 0 } else { batch.unwrap_or(1) };
+    for entry in 0..entries {
         let start = entry * per_entry * size;
         let bytes = &t.data[start..start + per_entry * size];
         for (value, index) in top_k(t.datatype, bytes, k) {
