@@ -12,7 +12,8 @@
 # <= 1.3 and nereid-binary rps / nginx rps >= 0.5.
 #
 # Environment: DURATION (seconds per wrk run, default 10), LOOPS (nginx
-# worker_processes and nereid --http-thread-count, default: the core count).
+# worker_processes and nereid --http-thread-count, default: the core count),
+# NEREID_BIN (a prebuilt binary to measure instead of building one).
 # --record appends the results, the machine and the date to BENCHMARKS.md.
 # Needs the Debian packages wrk and nginx-light (installed when missing and
 # root). Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
@@ -43,9 +44,13 @@ need_debian_tool wrk wrk
 PATH="$PATH:/usr/sbin"
 need_debian_tool nginx nginx-light
 
-step "cargo build --release"
-cargo build --release --locked --bin nereid
-BIN="$NEREID_ROOT/target/release/nereid"
+if [[ -n "${NEREID_BIN:-}" ]]; then
+	BIN="$NEREID_BIN"
+else
+	step "cargo build --release"
+	cargo build --release --locked --bin nereid
+	BIN="$NEREID_ROOT/target/release/nereid"
+fi
 
 step "start nereid ($LOOPS event loops)"
 start_nereid "$BIN" "$OUT/nereid.log" --model-repository "$NEREID_ROOT/model_repository" \

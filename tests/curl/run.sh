@@ -217,7 +217,7 @@ status 404 "unknown top-level path → 404" -- "$URL/index.html"
 status 405 "DELETE /v2/health/live → 405" -- -X DELETE "$URL/v2/health/live"
 status 405 "GET on infer → 405" -- "$URL/v2/models/simple/infer"
 status "400 404" "ready of an unknown model → 400/404" -- "$URL/v2/models/nope/ready"
-status 400 "malformed JSON → 400" -- -X POST -d '{"inputs": [' "$URL/v2/models/simple/infer"
+status "400 500" "malformed JSON → 400/500 (Triton: 500, its JSON errors are INTERNAL)" -- -X POST -d '{"inputs": [' "$URL/v2/models/simple/infer"
 expect_eq "malformed JSON → error body" "$(pyjson "$WORK/body" 'type(d["error"]).__name__')" "str"
 status "400 404" "unknown model infer → 400/404" -- -X POST --data-binary @"$WORK/json.json" "$URL/v2/models/nope/infer"
 
@@ -229,10 +229,16 @@ raw_exchange() { # BYTES-PRINTF-FORMAT → prints what the server answered (5 s 
 	timeout 5 cat <&3 | head -c 2000
 	exec 3<&- 3>&-
 }
-for garbage in '\x00\x01\x02garbage\r\n\r\n' 'HELLO\r\n\r\n' 'GET / HTTP/1.1\r\nNo-Colon-Header\r\n\r\n' \
-	'POST /v2/models/simple/infer HTTP/1.1\r\nContent-Length: abc\r\n\r\n'; do
-	answer="$(raw_exchange "$garbage" | head -1 | tr -d '\r')"
-	label="garbage $(printf '%q' "$garbage" | head -c 40)"
+garbage_cases=(
+	'binary bytes|\x00\x01\x02garbage\r\n\r\n'
+	'not HTTP|HELLO\r\n\r\n'
+	'header without colon|GET / HTTP/1.1\r\nNo-Colon-Header\r\n\r\n'
+	'bad Content-Length|POST /v2/models/simple/infer HTTP/1.1\r\nContent-Length: abc\r\n\r\n'
+	'bad chunk size|POST /v2/models/simple/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'
+)
+for case in "${garbage_cases[@]}"; do
+	label="garbage (${case%%|*})"
+	answer="$(raw_exchange "${case#*|}" | head -1 | tr -d '\r')"
 	if [[ "$answer" =~ ^HTTP/1\.[01]\ 4[0-9][0-9] || -z "$answer" ]]; then
 		pass "$label → ${answer:-connection closed}"
 	else

