@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds the release binary and serves the example repository on port 8000
+# (Triton's default). Extra arguments go to nereid, e.g.
+#   scripts/serve.sh --http-port 9000 --log-verbose 1
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --release --locked --bin nereid
+exec target/release/nereid --model-repository model_repository "$@"
