@@ -13,6 +13,7 @@
 #   FUZZ_SECONDS   seconds per fuzz target (default 30; 0 skips fuzzing)
 #   PYTEST_ARGS    extra arguments for pytest (e.g. "-k datatypes -x")
 #   SKIP_LINT=1    skip fmt and clippy (local iteration only)
+#   NEREID_BIN     serve with this binary instead of target/release/nereid
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$NEREID_ROOT"
@@ -49,7 +50,7 @@ cargo test --locked
 
 step "cargo build --release"
 cargo build --release --locked --bin nereid
-BIN="$NEREID_ROOT/target/release/nereid"
+BIN="${NEREID_BIN:-$NEREID_ROOT/target/release/nereid}"
 
 step "python environment (target/pyenv)"
 ensure_pyenv
