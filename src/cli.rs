@@ -30,6 +30,9 @@ pub enum ModelControlMode {
     None,
     /// Only `--load-model` models at startup; load/unload through the API.
     Explicit,
+    /// Everything at startup, then the repository is re-scanned every
+    /// `--repository-poll-secs` and changed models are reloaded.
+    Poll,
 }
 
 impl ModelControlMode {
@@ -38,6 +41,7 @@ impl ModelControlMode {
         match self {
             ModelControlMode::None => "MODE_NONE",
             ModelControlMode::Explicit => "MODE_EXPLICIT",
+            ModelControlMode::Poll => "MODE_POLL",
         }
     }
 }
@@ -287,14 +291,7 @@ where
                 o.model_control_mode = match v.to_ascii_lowercase().as_str() {
                     "none" => ModelControlMode::None,
                     "explicit" => ModelControlMode::Explicit,
-                    "poll" => {
-                        o.warnings.push(
-                            "--model-control-mode=poll is not supported yet; using 'none' \
-                             (models load at startup, the repository is not polled)"
-                                .to_owned(),
-                        );
-                        ModelControlMode::None
-                    }
+                    "poll" => ModelControlMode::Poll,
                     _ => {
                         return Err(CliError(format!(
                             "invalid value '{v}' for --model-control-mode: expected none, explicit or poll"
@@ -673,7 +670,7 @@ pub fn usage() -> String {
          Model repository:\n\
          \x20 --model-repository <path>        repository to serve (repeatable; alias --model-store;\n\
          \x20                                  default {DEFAULT_MODEL_REPOSITORY})\n\
-         \x20 --model-control-mode <mode>      none | explicit (poll is accepted as none) [none]\n\
+         \x20 --model-control-mode <mode>      none | explicit | poll [none]\n\
          \x20 --load-model <name>              model to load at startup in explicit mode (repeatable; * = all)\n\
          \x20 --repository-poll-secs <n>       poll interval [{poll}]\n\
          \x20 --strict-model-config <bool>     require complete config.pbtxt files [false]\n\
@@ -834,13 +831,12 @@ mod tests {
             "--model-control-mode=poll",
         ]);
         assert_eq!(o.http_port, 1234);
-        assert_eq!(o.model_control_mode, ModelControlMode::None);
-        assert_eq!(o.warnings.len(), 5, "{:?}", o.warnings);
+        assert_eq!(o.model_control_mode, ModelControlMode::Poll);
+        assert_eq!(o.warnings.len(), 4, "{:?}", o.warnings);
         assert!(o.warnings[0].contains("--frobnicate"));
         assert!(o.warnings[1].contains("--mystery") && o.warnings[1].contains("value"));
         assert!(o.warnings[2].contains("--backend-directory"));
         assert!(o.warnings[3].contains("stray"));
-        assert!(o.warnings[4].contains("poll"));
     }
 
     #[test]

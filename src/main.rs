@@ -5,33 +5,20 @@
 //! Exit codes: 0 after a clean shutdown (or `--help`/`--version`), 1 for a
 //! bad command line or a server that cannot start.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use nereid::cli::{self, Command, Options};
+use nereid::cli::{self, Command, ModelControlMode, Options};
 use nereid::logging;
-use nereid::net::{HttpServer, HttpService, Responder};
-use nereid::protocol::http1::{Request, Response};
+use nereid::net::{HttpServer, HttpService};
+use nereid::protocol::kserve::rest::RestService;
+use nereid::repository::{ControlMode, ManagerOptions};
+use nereid::server::{EXTENSIONS, Server, ServerOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-
-/// Protocol extensions reported in the startup table.
-const SERVER_EXTENSIONS: &[&str] = &[
-    "classification",
-    "sequence",
-    "model_repository",
-    "model_repository(unload_dependents)",
-    "schedule_policy",
-    "model_configuration",
-    "system_shared_memory",
-    "cuda_shared_memory",
-    "binary_tensor_data",
-    "parameters",
-    "statistics",
-    "trace",
-    "logging",
-];
 
 fn main() -> ExitCode {
     let options = match cli::parse(std::env::args().skip(1)) {
@@ -65,26 +52,97 @@ fn main() -> ExitCode {
     }
 }
 
+fn server_options(options: &Options) -> ServerOptions {
+    ServerOptions {
+        server_id: options.server_id.clone(),
+        strict_readiness: options.strict_readiness,
+        manager: ManagerOptions {
+            repositories: options
+                .model_repositories
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            control_mode: match options.model_control_mode {
+                ModelControlMode::None => ControlMode::None,
+                ModelControlMode::Explicit => ControlMode::Explicit,
+                ModelControlMode::Poll => ControlMode::Poll,
+            },
+            startup_models: options.load_models.clone(),
+            auto_complete: !options.strict_model_config,
+            ..ManagerOptions::default()
+        },
+        ..ServerOptions::default()
+    }
+}
+
+/// Re-scans the repository every `interval` until `stop` is set.
+fn spawn_poller(server: Arc<Server>, interval: Duration, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("nereid-repo-poll".to_owned())
+        .spawn(move || {
+            let mut next = Instant::now() + interval;
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(100));
+                if Instant::now() < next {
+                    continue;
+                }
+                if let Err(e) = server.manager().poll() {
+                    log::error!("repository poll: {e}");
+                }
+                next = Instant::now() + interval;
+            }
+        })
+        .expect("spawn the repository poll thread");
+}
+
 /// Runs the server until a termination signal, then drains and stops it.
 fn serve(options: &Options) -> Result<(), String> {
     // Registered before anything starts so an early signal is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
-    let rows = options.table(env!("CARGO_PKG_VERSION"), SERVER_EXTENSIONS);
+    let server = Arc::new(
+        Server::new(server_options(options)).map_err(|e| format!("error: creating server: {e}"))?,
+    );
+    let loaded = server.start();
+
+    let models: Vec<[String; 3]> = server
+        .manager()
+        .model_table()
+        .into_iter()
+        .map(|(name, version, status)| [name, version, status])
+        .collect();
+    log::info!(
+        "\n{}",
+        cli::format_table(&["Model", "Version", "Status"], &models)
+    );
+    let rows = options.table(env!("CARGO_PKG_VERSION"), EXTENSIONS);
     let rows: Vec<[String; 2]> = rows.into_iter().map(|(k, v)| [k, v]).collect();
     log::info!("\n{}", cli::format_table(&["Option", "Value"], &rows));
 
-    let service: Arc<dyn HttpService> = Arc::new(LivenessOnly);
+    if let Err(e) = loaded {
+        if options.exit_on_error {
+            server.shutdown();
+            return Err(format!("error: creating server: {e}"));
+        }
+        log::warn!("{e}; serving the models that loaded (--exit-on-error=false)");
+    }
+
+    let service: Arc<dyn HttpService> = Arc::new(RestService::new(Arc::clone(&server)));
     let http = if options.allow_http {
         let handle = HttpServer::start(options.http_config(), service)
             .map_err(|e| format!("failed to start the HTTP service: {e}"))?;
+        log::info!("Started HTTPService at {}", handle.local_addr());
         Some(handle)
     } else {
+        log::warn!("no endpoint is enabled (--allow-http=false)");
         None
     };
-    if http.is_none() {
-        log::warn!("no endpoint is enabled (--allow-http=false)");
+
+    let stop_polling = Arc::new(AtomicBool::new(false));
+    if options.model_control_mode == ModelControlMode::Poll {
+        let interval = Duration::from_secs(options.repository_poll_secs.max(1));
+        spawn_poller(Arc::clone(&server), interval, Arc::clone(&stop_polling));
     }
 
     if let Some(signal) = signals.forever().next() {
@@ -98,6 +156,8 @@ fn serve(options: &Options) -> Result<(), String> {
         }
     });
 
+    stop_polling.store(true, Ordering::Release);
+    server.begin_shutdown();
     let deadline = Instant::now() + options.exit_timeout();
     log::info!(
         "Waiting for in-flight requests to complete (timeout {}s).",
@@ -106,21 +166,13 @@ fn serve(options: &Options) -> Result<(), String> {
     if let Some(http) = http {
         http.shutdown(deadline);
     }
-    log::info!("All endpoints stopped.");
-    Ok(())
-}
-
-/// The HTTP service used until the server layer and the KServe router are
-/// wired in: answers liveness, and says for every other route that it is
-/// not being served.
-struct LivenessOnly;
-
-impl HttpService for LivenessOnly {
-    fn handle(&self, request: Request, responder: Responder) {
-        let response = match (request.method.as_str(), request.path.as_str()) {
-            ("GET", "/v2/health/live") => Response::new(200),
-            (_, path) => Response::error(404, &format!("no route for '{path}'")),
-        };
-        responder.respond(response);
+    if !server.drain(deadline) {
+        log::warn!(
+            "{} requests still in flight at the exit timeout",
+            server.in_flight()
+        );
     }
+    server.shutdown();
+    log::info!("All models unloaded; exiting.");
+    Ok(())
 }
