@@ -2,6 +2,7 @@
 async requests in flight, compression, request ids, parameters and
 classification."""
 
+import json
 import time
 
 import numpy as np
@@ -322,3 +323,28 @@ def test_classification_without_labels(client):
     parts = [(x.decode() if isinstance(x, bytes) else x).split(":") for x in got]
     # Without labels Triton writes "value:index".
     assert [(float(p[0]), int(p[1])) for p in parts] == [(3.0, 0), (2.0, 2)]
+
+
+def test_binary_data_output_parameter(url):
+    # `binary_data_output` makes every output not named in `outputs` binary.
+    doc = {
+        "parameters": {"binary_data_output": True},
+        "inputs": [
+            {"name": n, "shape": [1, 16], "datatype": "INT32", "data": list(range(16))}
+            for n in ("INPUT0", "INPUT1")
+        ],
+    }
+    status, headers, body = rawhttp.request(
+        url, "POST", "/v2/models/simple/infer", json.dumps(doc).encode()
+    )
+    assert status == 200, body
+    doc, raw = rawhttp.split_binary_response(headers, body)
+    assert sorted(raw) == ["OUTPUT0", "OUTPUT1"]
+    assert np.frombuffer(raw["OUTPUT0"], np.int32).tolist() == [2 * i for i in range(16)]
+    assert np.frombuffer(raw["OUTPUT1"], np.int32).tolist() == [0] * 16
+
+
+def test_http10_request(url):
+    data = rawhttp.exchange(url, b"GET /v2/health/live HTTP/1.0\r\n\r\n", timeout=5)
+    status, _, _ = rawhttp.parse_response(data)
+    assert status == 200
