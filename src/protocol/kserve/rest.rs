@@ -234,8 +234,15 @@ pub fn infer_response(result: Result<InferResponse>, format: &ResponseFormat) ->
             response.body = encoded.body;
             response
         }
-        Err(e) => error_response(&e),
+        Err(e) => infer_failed(&e),
     }
+}
+
+/// The answer to an inference that failed (logged at verbose level, as
+/// Triton logs it).
+fn infer_failed(e: &Error) -> Response {
+    log::debug!("Infer failed: {}", e.message());
+    error_response(e)
 }
 
 impl HttpService for RestService {
@@ -243,6 +250,7 @@ impl HttpService for RestService {
         let path = std::mem::take(&mut request.path);
         let method = std::mem::take(&mut request.method);
         let method = method.as_str();
+        log::debug!("HTTP request: {method} {path}");
         let get = method == "GET";
         let post = method == "POST";
         let server = &self.server;
@@ -397,7 +405,7 @@ impl RestService {
             },
         ) = match decoded {
             Ok(d) => d,
-            Err(e) => return responder.respond(error_response(&e)),
+            Err(e) => return responder.respond(infer_failed(&e)),
         };
         request.cancel = responder.cancel_flag().clone();
         self.server.infer_on(
