@@ -552,6 +552,25 @@ impl ModelManager {
             .failure = Some(reason_of(e));
     }
 
+    /// Completes a partial configuration override from the model's on-disk
+    /// `config.pbtxt`, the way Triton completes one from a model file: the
+    /// backend (when the override names neither backend nor platform) and the
+    /// input and output lists (when the override has none). Built-in models have
+    /// no model file, so their `config.pbtxt` is what describes them; for other
+    /// backends their own auto-complete runs afterwards as usual.
+    fn complete_override(config: &mut ModelConfig, on_disk: ModelConfig) {
+        if config.backend.is_empty() && config.platform.is_empty() {
+            config.backend = on_disk.backend;
+            config.platform = on_disk.platform;
+        }
+        if config.input.is_empty() {
+            config.input = on_disk.input;
+        }
+        if config.output.is_empty() {
+            config.output = on_disk.output;
+        }
+    }
+
     /// Reads, completes and validates the configuration of `name`, and
     /// resolves its backend.
     fn prepare(
@@ -564,8 +583,19 @@ impl ModelManager {
         let (mut config, source) = match config_override {
             Some(json) => {
                 let source = ConfigSource::config_override(name);
-                let config =
-                    config::parse_config_json(json).map_err(|e| source.error(e.message()))?;
+                let mut config = config::parse_config_json(json).map_err(|e| {
+                    Error::new(
+                        e.code(),
+                        format!(
+                            "failed to load '{name}', failed to poll from model repository: {}",
+                            source.error(e.message()).message()
+                        ),
+                    )
+                })?;
+                if self.options.auto_complete && config_path.is_file() {
+                    let on_disk = config::read_config_file(name, &config_path)?;
+                    Self::complete_override(&mut config, on_disk);
+                }
                 (config, source)
             }
             None if config_path.is_file() => (
@@ -792,7 +822,17 @@ impl ModelManager {
         let record = models
             .get(name)
             .filter(|r| !r.versions.is_empty())
-            .ok_or_else(|| unknown_model(format!("'{name}' is not found")))?;
+            .ok_or_else(|| {
+                // Triton answers NOT_FOUND for a model its repository holds
+                // but has not loaded, and INVALID_ARG for a name it does not
+                // know at all; clients see 404 and 400.
+                let message = format!("Request for unknown model: '{name}' is not found");
+                if self.locate(name).is_ok() {
+                    Error::not_found(message)
+                } else {
+                    Error::invalid_arg(message)
+                }
+            })?;
         match version.filter(|&v| v != -1) {
             Some(v) => {
                 let slot = record
@@ -1213,8 +1253,9 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         let err = manager.load("simple", Some("{\"nme\": 1}")).unwrap_err();
         assert_eq!(err.code(), Code::InvalidArg);
         assert!(
-            err.message()
-                .starts_with("model 'simple' (config override): cannot parse JSON"),
+            err.message().starts_with(
+                "failed to load 'simple', failed to poll from model repository: model 'simple' (config override): cannot parse JSON"
+            ),
             "{}",
             err.message()
         );
@@ -1229,9 +1270,9 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         assert_eq!(index.len(), 1);
         assert_eq!(index[0].state, "UNAVAILABLE");
         assert!(
-            index[0]
-                .reason
-                .starts_with("Invalid argument: model 'simple' (config override)")
+            index[0].reason.contains("model 'simple' (config override)"),
+            "{}",
+            index[0].reason
         );
     }
 
@@ -1263,6 +1304,16 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         );
         let still = manager.get("simple", None).unwrap();
         assert!(Arc::ptr_eq(&still, &second));
+
+        // A partial override is completed from the on-disk configuration.
+        manager
+            .load("simple", Some(r#"{"max_batch_size":"4"}"#))
+            .unwrap();
+        let partial = manager.get("simple", None).unwrap();
+        assert_eq!(partial.config.max_batch_size, 4);
+        assert_eq!(partial.config.backend, "echo");
+        assert_eq!(partial.config.input, first.config.input);
+        assert_eq!(partial.config.output, first.config.output);
 
         // Without an override the on-disk configuration comes back.
         manager.load("simple", None).unwrap();
