@@ -49,9 +49,39 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     prost_build::Config::new()
         .out_dir(&out_dir)
+        // Tensor bytes decode as `Bytes` slices of the message buffer they
+        // arrived in (no copy when the buffer is itself a `Bytes`), and
+        // encode from the tensors' own `Bytes`.
+        .bytes(BYTES_FIELDS)
+        // Ordered maps in the gRPC messages: parameters are checked and
+        // echoed in a fixed order, and encodings are reproducible.
+        .btree_map(GRPC_MAP_MESSAGES)
         .compile_fds(fds)?;
     Ok(())
 }
+
+/// `bytes` fields generated as `bytes::Bytes` instead of `Vec<u8>`.
+const BYTES_FIELDS: &[&str] = &[
+    ".inference.ModelInferRequest.raw_input_contents",
+    ".inference.ModelInferResponse.raw_output_contents",
+    ".inference.InferTensorContents.bytes_contents",
+];
+
+/// Messages of `grpc_service.proto` whose `map` fields are `BTreeMap`s
+/// (the model configuration keeps prost's default `HashMap`).
+const GRPC_MAP_MESSAGES: &[&str] = &[
+    ".inference.ModelInferRequest",
+    ".inference.ModelInferResponse",
+    ".inference.ModelStatistics",
+    ".inference.RepositoryModelLoadRequest",
+    ".inference.RepositoryModelUnloadRequest",
+    ".inference.SystemSharedMemoryStatusResponse",
+    ".inference.CudaSharedMemoryStatusResponse",
+    ".inference.TraceSettingRequest",
+    ".inference.TraceSettingResponse",
+    ".inference.LogSettingsRequest",
+    ".inference.LogSettingsResponse",
+];
 
 /// Every `.proto` file below `dir`, sorted so the output does not depend on
 /// directory iteration order.

@@ -1,4 +1,5 @@
-//! Generated protobuf types (prost) for the `proto/` files, and the
+//! Generated protobuf types (prost) for the `proto/` files (the model
+//! configuration, the KServe v2 gRPC service and gRPC health), and the
 //! run-time descriptor pool built from the same files, which the text-format
 //! (`config.pbtxt`) and protobuf-JSON paths use for reflection.
 
@@ -6,14 +7,27 @@ use std::sync::OnceLock;
 
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
-/// Package `inference`: the model configuration (and, once added, the
-/// KServe v2 gRPC service).
+/// Package `inference`: the model configuration and the KServe v2 gRPC
+/// service messages (`grpc_service.proto`).
 // Generated code: its docs come from the .proto comments, which do not cover
 // every item, and its shapes (large enums, many arguments) are prost's, not
 // ours to restyle.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod inference {
     include!(concat!(env!("OUT_DIR"), "/inference.rs"));
+}
+
+/// Package `grpc.health.v1`: the standard gRPC health checking messages.
+pub mod grpc {
+    /// `grpc.health.*`.
+    pub mod health {
+        /// `grpc.health.v1`.
+        // Generated code, as for `inference` above.
+        #[allow(missing_docs, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+        }
+    }
 }
 
 pub use inference::{
