@@ -271,7 +271,7 @@ pub fn trace_settings(s: &TraceSettings) -> Vec<u8> {
 
 /// Reads a numeric trace value sent as a string (`"1000"`), within
 /// `[min, max]`.
-fn trace_number(key: &str, value: &Value, min: i64, max: i64) -> Result<i64> {
+pub(crate) fn trace_number(key: &str, value: &Value, min: i64, max: i64) -> Result<i64> {
     let text = value.as_str().ok_or_else(|| internal(NON_STRING))?;
     let n = parse_leading_int(text)
         .ok_or_else(|| Error::invalid_arg(format!("Unable to parse '{key}', got: {text}")))?;

@@ -368,7 +368,7 @@ fn decode_request_parameters(
 
 /// An unsigned parameter as an integer, or as its decimal string when it
 /// does not fit `i64`.
-fn u64_param(v: u64) -> ParamValue {
+pub(crate) fn u64_param(v: u64) -> ParamValue {
     i64::try_from(v).map_or_else(|_| ParamValue::String(v.to_string()), ParamValue::Int)
 }
 
