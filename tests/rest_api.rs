@@ -243,8 +243,10 @@ fn model_metadata_ready_and_config() {
     assert_eq!(r.json()["inputs"][0]["shape"], json!([4]), "no batch dim");
     assert_eq!(r.json()["versions"], json!(["1"]));
 
+    // A name the repository does not hold is INVALID_ARG in Triton (400);
+    // NOT_FOUND (404) is for a model it holds but has not loaded.
     let r = get(t.addr, "/v2/models/nope");
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 400);
     assert_eq!(r.error(), "Request for unknown model: 'nope' is not found");
     let r = get(t.addr, "/v2/models/simple/versions/9");
     assert_eq!(
@@ -263,7 +265,7 @@ fn model_metadata_ready_and_config() {
         get(t.addr, "/v2/models/simple/versions/1/ready").status,
         200
     );
-    assert_eq!(get(t.addr, "/v2/models/nope/ready").status, 404);
+    assert_eq!(get(t.addr, "/v2/models/nope/ready").status, 400);
     assert_eq!(
         send(t.addr, "POST", "/v2/models/simple/ready", &[], b"").status,
         405
@@ -504,7 +506,7 @@ fn infer_errors() {
     assert_eq!(
         (r.status, r.error()),
         (
-            404,
+            400,
             "Request for unknown model: 'nope' is not found".to_owned()
         )
     );
@@ -799,7 +801,7 @@ fn logging_and_trace_settings() {
         )
     );
     let r = get(t.addr, "/v2/models/nope/trace/setting");
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 400);
     assert_eq!(
         get(t.addr, "/v2/models/simple/versions/1/trace/setting").status,
         404
