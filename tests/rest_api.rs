@@ -278,7 +278,7 @@ fn model_metadata_ready_and_config() {
         (v["name"].as_str(), v["max_batch_size"].as_i64()),
         (Some("simple"), Some(8))
     );
-    assert_eq!(get(t.addr, "/v2/models/nope/config").status, 404);
+    assert_eq!(get(t.addr, "/v2/models/nope/config").status, 400);
     let r = get(t.addr, "/v2/models/simple/stats");
     assert_eq!(r.status, 503);
 }
