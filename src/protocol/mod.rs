@@ -3,4 +3,5 @@
 //! They may call `core` only.
 
 pub mod http1;
+pub mod http2;
 pub mod kserve;
