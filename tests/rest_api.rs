@@ -280,7 +280,18 @@ fn model_metadata_ready_and_config() {
     );
     assert_eq!(get(t.addr, "/v2/models/nope/config").status, 400);
     let r = get(t.addr, "/v2/models/simple/stats");
-    assert_eq!(r.status, 503);
+    assert_eq!(r.status, 200);
+    let stats = &r.json()["model_stats"][0];
+    assert_eq!(
+        (stats["name"].as_str(), stats["version"].as_str()),
+        (Some("simple"), Some("1"))
+    );
+    assert!(stats["inference_stats"]["success"]["count"].is_u64());
+    assert!(stats["batch_stats"].is_array());
+    let r = get(t.addr, "/v2/models/stats");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["model_stats"].as_array().unwrap().len() > 1);
+    assert_eq!(get(t.addr, "/v2/models/nope/stats").status, 400);
 }
 
 #[test]
@@ -310,6 +321,13 @@ fn infer_json() {
     let r = post_json(t.addr, "/v2/models/simple/versions/1/infer", &req);
     let v = r.json();
     assert_eq!(v["outputs"].as_array().unwrap().len(), 1);
+    // Both inferences are counted, batch size 1.
+    let stats = get(t.addr, "/v2/models/simple/versions/1/stats").json();
+    let stats = &stats["model_stats"][0];
+    assert_eq!(stats["inference_stats"]["success"]["count"], json!(2));
+    assert_eq!(stats["inference_count"], json!(2));
+    assert_eq!(stats["batch_stats"][0]["batch_size"], json!(1));
+    assert_eq!(stats["batch_stats"][0]["compute_infer"]["count"], json!(2));
     assert_eq!(v["outputs"][0]["name"], "OUTPUT1");
 
     // BYTES and FP16 as JSON.

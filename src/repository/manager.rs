@@ -872,6 +872,24 @@ impl ModelManager {
         })
     }
 
+    /// Every ready model version, by name then version.
+    pub fn ready_models(&self) -> Vec<Arc<LoadedModel>> {
+        let models = lock(&self.models);
+        let mut ready: Vec<(&String, i64, Arc<LoadedModel>)> = models
+            .iter()
+            .flat_map(|(name, record)| {
+                record.versions.iter().filter_map(move |(&v, slot)| {
+                    match (&slot.model, slot.state) {
+                        (Some(m), ModelState::Ready) => Some((name, v, Arc::clone(m))),
+                        _ => None,
+                    }
+                })
+            })
+            .collect();
+        ready.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        ready.into_iter().map(|(_, _, m)| m).collect()
+    }
+
     /// Whether every version the manager has tried to load is ready (or was
     /// deliberately unloaded): the server's strict readiness.
     pub fn all_ready(&self) -> bool {

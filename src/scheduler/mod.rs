@@ -8,6 +8,7 @@
 //! instance is then re-created). Completions are callbacks: the front end
 //! decides how to get back to its event loop.
 
+pub mod stats;
 pub mod validate;
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use crate::backend::{Backend, ExecRequest, ModelContext, ModelInstance};
 use crate::core::{Code, Error, InferRequest, InferResponse, Result};
+use stats::{Execution, ModelStats, StatsCollector};
 
 /// Called exactly once with the request's outcome, on whichever thread
 /// finished it.
@@ -40,6 +42,7 @@ struct Queue {
 
 struct Shared {
     ctx: ModelContext,
+    stats: StatsCollector,
     queue: Mutex<Queue>,
     ready: Condvar,
 }
@@ -77,6 +80,7 @@ impl ModelScheduler {
     pub fn start(ctx: ModelContext, backend: Arc<dyn Backend>) -> Result<ModelScheduler> {
         let shared = Arc::new(Shared {
             ctx,
+            stats: StatsCollector::default(),
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
         });
@@ -146,13 +150,18 @@ impl ModelScheduler {
     /// Validates `request` and queues it; `complete` is called exactly once,
     /// with the validation error right away if there is one.
     pub fn submit(&self, request: InferRequest, complete: Completion) {
+        let received = Instant::now();
         let outputs = match validate::validate(&self.shared.ctx.config, &request) {
             Ok(outputs) => outputs,
-            Err(e) => return complete(Err(e)),
+            Err(e) => {
+                self.shared.stats.record_failure(received.elapsed());
+                return complete(Err(e));
+            }
         };
         let mut queue = self.shared.queue.lock().expect("scheduler queue poisoned");
         if queue.closed {
             drop(queue);
+            self.shared.stats.record_failure(received.elapsed());
             return complete(Err(Error::unavailable(format!(
                 "model '{}' version {} is unloading",
                 self.shared.ctx.name, self.shared.ctx.version
@@ -162,10 +171,15 @@ impl ModelScheduler {
             request,
             outputs,
             complete,
-            enqueued: Instant::now(),
+            enqueued: received,
         });
         drop(queue);
         self.shared.ready.notify_one();
+    }
+
+    /// This model version's statistics so far.
+    pub fn statistics(&self) -> ModelStats {
+        self.shared.stats.snapshot()
     }
 
     /// Requests queued and not yet taken by an instance.
@@ -209,6 +223,20 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
+/// The request's batch size: the first dimension of its inputs when the
+/// model batches, 1 otherwise.
+fn batch_size(ctx: &ModelContext, request: &InferRequest) -> u64 {
+    if ctx.config.max_batch_size > 0 {
+        request
+            .inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .map_or(1, |&b| u64::try_from(b).unwrap_or(0))
+    } else {
+        1
+    }
+}
+
 fn run_instance(
     shared: &Shared,
     backend: &dyn Backend,
@@ -235,23 +263,22 @@ fn run_instance(
             complete,
             enqueued,
         } = job;
+        let dequeued = Instant::now();
         if request.cancel.is_cancelled() {
+            shared.stats.record_failure(enqueued.elapsed());
             complete(Err(Error::new(Code::Cancelled, "request was cancelled")));
             continue;
         }
-        log::trace!(
-            "model '{}' instance {index}: request queued for {:?}",
-            ctx.name,
-            enqueued.elapsed()
-        );
         let exec = ExecRequest {
             inputs: &request.inputs,
             outputs: &outputs,
             parameters: &request.parameters,
             cancel: &request.cancel,
         };
-        let result = catch_unwind(AssertUnwindSafe(|| instance.execute(&exec)));
-        let result = match result {
+        let infer_start = Instant::now();
+        let executed = catch_unwind(AssertUnwindSafe(|| instance.execute(&exec)));
+        let infer_end = Instant::now();
+        let result = match executed {
             Ok(r) => {
                 r.and_then(|produced| validate::collect_outputs(&ctx.config, produced, &outputs))
             }
@@ -276,6 +303,18 @@ fn run_instance(
                 )))
             }
         };
+        let done = Instant::now();
+        match &result {
+            Ok(_) => shared.stats.record_success(&Execution {
+                batch_size: batch_size(ctx, &request),
+                total: done - enqueued,
+                queue: dequeued - enqueued,
+                compute_input: infer_start - dequeued,
+                compute_infer: infer_end - infer_start,
+                compute_output: done - infer_end,
+            }),
+            Err(_) => shared.stats.record_failure(done - enqueued),
+        }
         complete(result.map(|outputs| InferResponse {
             model_name: ctx.name.clone(),
             model_version: ctx.version,
@@ -385,6 +424,11 @@ mod tests {
         assert_eq!(as_i32(&r.outputs[0]), vec![11, 22, 33, i32::MIN]);
         assert_eq!(as_i32(&r.outputs[1]), vec![-9, -18, -27, i32::MAX - 1]);
         assert_eq!(r.outputs[1].shape, vec![1, 4]);
+        let _ = run(&s, InferRequest::default()).unwrap_err();
+        let stats = s.statistics();
+        assert_eq!((stats.success.count, stats.fail.count), (1, 1));
+        assert_eq!((stats.inference_count, stats.execution_count), (1, 1));
+        assert_eq!(stats.batches[&1].compute_infer.count, 1);
     }
 
     #[test]

@@ -22,13 +22,14 @@ use crate::core::{DataType, Error, InferRequest, InferResponse, Result};
 use crate::logging::{self, LogSettings};
 use crate::repository::{IndexEntry, LoadedModel, ManagerOptions, ModelManager};
 use crate::scheduler::Completion;
+use crate::scheduler::stats::ModelStats;
 
 use classification::LabelCache;
 pub use trace::{Change, TraceLevel, TraceMode, TraceSettings, TraceStore, TraceUpdate};
 
 /// The protocol extensions nereid implements, as server metadata lists
 /// them. Extensions land here when they work end to end (shared memory,
-/// statistics, sequences, scheduling policies and traces are not yet).
+/// sequences, scheduling policies and traces are not yet).
 pub const EXTENSIONS: &[&str] = &[
     "classification",
     "model_repository",
@@ -36,6 +37,7 @@ pub const EXTENSIONS: &[&str] = &[
     "model_configuration",
     "binary_tensor_data",
     "parameters",
+    "statistics",
     "logging",
 ];
 
@@ -463,6 +465,33 @@ impl Server {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .update(model, update)
+    }
+
+    /// Statistics of the ready versions of one model (`name`, optionally one
+    /// `version`) or, with no name, of every ready model version: `(name,
+    /// version, statistics)` rows.
+    pub fn model_statistics(
+        &self,
+        name: Option<&str>,
+        version: Option<i64>,
+    ) -> Result<Vec<(String, i64, ModelStats)>> {
+        let models = match (name, version) {
+            (None, _) => self.manager.ready_models(),
+            (Some(name), Some(v)) => vec![self.manager.get(name, Some(v))?],
+            (Some(name), None) => {
+                // Fails with Triton's unknown-model wording when none is ready.
+                self.manager.get(name, None)?;
+                self.manager
+                    .ready_versions(name)
+                    .into_iter()
+                    .filter_map(|v| self.manager.get(name, Some(v)).ok())
+                    .collect()
+            }
+        };
+        Ok(models
+            .into_iter()
+            .map(|m| (m.name.clone(), m.version, m.scheduler.statistics()))
+            .collect())
     }
 
     /// Requests accepted by [`Server::infer`] and not yet completed.

@@ -263,7 +263,11 @@ impl HttpService for RestService {
             Route::Ready if get => health(server.is_ready()),
             Route::Logging if get || post => answer(self.logging(post, &request.body)),
             Route::Trace if get || post => answer(self.trace(None, post, &request.body)),
-            Route::AllStats if get => error_response(&statistics_unsupported()),
+            Route::AllStats if get => answer(
+                server
+                    .model_statistics(None, None)
+                    .map(|rows| control::model_statistics(&rows)),
+            ),
             Route::Model {
                 name,
                 version,
@@ -291,7 +295,11 @@ impl HttpService for RestService {
                 (ModelAction::Infer, "POST") => {
                     return self.infer(name, version, request, responder);
                 }
-                (ModelAction::Stats, "GET") => error_response(&statistics_unsupported()),
+                (ModelAction::Stats, "GET") => answer(
+                    parse_version(version)
+                        .and_then(|v| server.model_statistics(Some(name), v))
+                        .map(|rows| control::model_statistics(&rows)),
+                ),
                 (ModelAction::Generate, "POST") => error_response(&Error::unsupported(
                     "the generate extension is not supported by this server",
                 )),
@@ -352,10 +360,6 @@ fn health(state: Result<bool>) -> Response {
         Ok(false) => Response::new(400),
         Err(e) => error_response(&e),
     }
-}
-
-fn statistics_unsupported() -> Error {
-    Error::unavailable("the server does not support model statistics")
 }
 
 impl RestService {
