@@ -176,7 +176,10 @@ mod tests {
         let mut raw = Vec::new();
         push_bytes_element(&mut raw, b"ab");
         push_bytes_element(&mut raw, b"");
-        assert_eq!(split_bytes_elements(&raw).unwrap(), vec![&b"ab"[..], &b""[..]]);
+        assert_eq!(
+            split_bytes_elements(&raw).unwrap(),
+            vec![&b"ab"[..], &b""[..]]
+        );
         assert!(split_bytes_elements(&raw[..5]).is_err());
         assert!(split_bytes_elements(&[9, 0, 0, 0, 1]).is_err());
         assert!(Tensor::new("x", DataType::Bytes, vec![3], Bytes::from(raw)).is_err());
