@@ -304,7 +304,7 @@ fn strip_padding(
     }
     let end = payload.len() - pad_len;
     payload.truncate(end);
-    let _ = bytes::Buf::advance(&mut payload, 1);
+    bytes::Buf::advance(&mut payload, 1);
     Ok((payload, Some(pad)))
 }
 

@@ -60,7 +60,7 @@ impl Settings {
             }
             return Ok(Settings::ack());
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(frame_size_error(
                 "SETTINGS payload is not a multiple of 6 bytes",
             ));
