@@ -2,6 +2,7 @@
 //! produce bytes to write, and never touch a socket, a thread or a clock.
 //! They may call `core` only.
 
+pub mod grpc;
 pub mod http1;
 pub mod http2;
 pub mod kserve;
