@@ -78,6 +78,13 @@ pub trait Backend: Send + Sync {
 pub trait ModelInstance: Send {
     /// Runs one request and returns its output tensors.
     fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>>;
+
+    /// Whether `request` is cheap enough (a few microseconds, no blocking)
+    /// for the submitting thread, an event loop, to run it itself when this
+    /// instance is idle. Defaults to no.
+    fn runs_inline(&self, _request: &ExecRequest<'_>) -> bool {
+        false
+    }
 }
 
 /// Maps backend and platform names to backends.

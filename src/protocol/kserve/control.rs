@@ -360,6 +360,74 @@ pub fn parse_trace_update(body: &[u8]) -> Result<TraceUpdate> {
     Ok(update)
 }
 
+fn write_duration(out: &mut Vec<u8>, key: &str, d: &StatDuration) {
+    json::write_key(out, key);
+    out.extend_from_slice(b"{\"count\":");
+    json::write_u64(out, d.count);
+    out.extend_from_slice(b",\"ns\":");
+    json::write_u64(out, d.ns);
+    out.push(b'}');
+}
+
+/// `{"model_stats":[...]}` in Triton's statistics extension layout (cache
+/// and response statistics are present and empty: nereid has no response
+/// cache and no decoupled models yet).
+pub fn model_statistics(rows: &[(String, i64, ModelStats)]) -> Vec<u8> {
+    let none = StatDuration::default();
+    let mut out = Vec::with_capacity(512 * rows.len().max(1));
+    out.extend_from_slice(b"{\"model_stats\":[");
+    for (i, (name, version, s)) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        json::write_str(&mut out, name);
+        out.extend_from_slice(b",\"version\":");
+        json::write_str(&mut out, &version.to_string());
+        out.extend_from_slice(b",\"last_inference\":");
+        json::write_u64(&mut out, s.last_inference_ms);
+        out.extend_from_slice(b",\"inference_count\":");
+        json::write_u64(&mut out, s.inference_count);
+        out.extend_from_slice(b",\"execution_count\":");
+        json::write_u64(&mut out, s.execution_count);
+        out.extend_from_slice(b",\"inference_stats\":{");
+        let phases = [
+            ("success", &s.success),
+            ("fail", &s.fail),
+            ("queue", &s.queue),
+            ("compute_input", &s.compute_input),
+            ("compute_infer", &s.compute_infer),
+            ("compute_output", &s.compute_output),
+            ("cache_hit", &none),
+            ("cache_miss", &none),
+        ];
+        for (j, (key, d)) in phases.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_duration(&mut out, key, d);
+        }
+        out.extend_from_slice(b"},\"response_stats\":{},\"batch_stats\":[");
+        for (j, (size, b)) in s.batches.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"batch_size\":");
+            json::write_u64(&mut out, *size);
+            out.push(b',');
+            write_duration(&mut out, "compute_input", &b.compute_input);
+            out.push(b',');
+            write_duration(&mut out, "compute_infer", &b.compute_infer);
+            out.push(b',');
+            write_duration(&mut out, "compute_output", &b.compute_output);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"memory_usage\":[]}");
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,72 +610,4 @@ mod tests {
             r#"{"name":"triton","version":"0.1.0","extensions":["a","b"]}"#
         );
     }
-}
-
-fn write_duration(out: &mut Vec<u8>, key: &str, d: &StatDuration) {
-    json::write_key(out, key);
-    out.extend_from_slice(b"{\"count\":");
-    json::write_u64(out, d.count);
-    out.extend_from_slice(b",\"ns\":");
-    json::write_u64(out, d.ns);
-    out.push(b'}');
-}
-
-/// `{"model_stats":[...]}` in Triton's statistics extension layout (cache
-/// and response statistics are present and empty: nereid has no response
-/// cache and no decoupled models yet).
-pub fn model_statistics(rows: &[(String, i64, ModelStats)]) -> Vec<u8> {
-    let none = StatDuration::default();
-    let mut out = Vec::with_capacity(512 * rows.len().max(1));
-    out.extend_from_slice(b"{\"model_stats\":[");
-    for (i, (name, version, s)) in rows.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"name\":");
-        json::write_str(&mut out, name);
-        out.extend_from_slice(b",\"version\":");
-        json::write_str(&mut out, &version.to_string());
-        out.extend_from_slice(b",\"last_inference\":");
-        json::write_u64(&mut out, s.last_inference_ms);
-        out.extend_from_slice(b",\"inference_count\":");
-        json::write_u64(&mut out, s.inference_count);
-        out.extend_from_slice(b",\"execution_count\":");
-        json::write_u64(&mut out, s.execution_count);
-        out.extend_from_slice(b",\"inference_stats\":{");
-        let phases = [
-            ("success", &s.success),
-            ("fail", &s.fail),
-            ("queue", &s.queue),
-            ("compute_input", &s.compute_input),
-            ("compute_infer", &s.compute_infer),
-            ("compute_output", &s.compute_output),
-            ("cache_hit", &none),
-            ("cache_miss", &none),
-        ];
-        for (j, (key, d)) in phases.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            write_duration(&mut out, key, d);
-        }
-        out.extend_from_slice(b"},\"response_stats\":{},\"batch_stats\":[");
-        for (j, (size, b)) in s.batches.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"batch_size\":");
-            json::write_u64(&mut out, *size);
-            out.push(b',');
-            write_duration(&mut out, "compute_input", &b.compute_input);
-            out.push(b',');
-            write_duration(&mut out, "compute_infer", &b.compute_infer);
-            out.push(b',');
-            write_duration(&mut out, "compute_output", &b.compute_output);
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"],\"memory_usage\":[]}");
-    }
-    out.extend_from_slice(b"]}");
-    out
 }
