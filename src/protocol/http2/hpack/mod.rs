@@ -427,6 +427,60 @@ mod tests {
         assert_eq!(buf, [0x1f, 0x9a, 0x0a]);
     }
 
+    /// The public HPACK test-case corpus (the `hpack-test-case` repository,
+    /// its story files in one directory per encoder): every block of every
+    /// story decodes to the listed headers, and the raw header lists survive
+    /// our encoder. Needs the corpus, so it runs only when
+    /// `HPACK_TEST_CASE_DIR` names a checkout:
+    /// `HPACK_TEST_CASE_DIR=/path cargo test --lib hpack_test_case -- --ignored`.
+    #[test]
+    #[ignore = "needs the hpack-test-case corpus in HPACK_TEST_CASE_DIR"]
+    fn hpack_test_case_corpus() {
+        let root = std::env::var("HPACK_TEST_CASE_DIR").expect("HPACK_TEST_CASE_DIR");
+        let mut stories = 0;
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let dir = dir.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let raw = dir.ends_with("raw-data");
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let file = file.unwrap().path();
+                if file.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let story: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+                let mut d = Decoder::new(65_536);
+                let mut e = Encoder::new(4096);
+                let mut check = Decoder::new(4096);
+                for case in story["cases"].as_array().unwrap() {
+                    let want: Vec<(String, String)> = case["headers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|h| h.as_object().unwrap().iter())
+                        .map(|(n, v)| (n.clone(), v.as_str().unwrap().to_owned()))
+                        .collect();
+                    if !raw {
+                        let wire = hex(case["wire"].as_str().unwrap());
+                        let got = decode_all(&mut d, &wire)
+                            .unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+                        assert_eq!(got, want, "{}", file.display());
+                    }
+                    let mut block = Vec::new();
+                    e.encode(
+                        want.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+                        &mut block,
+                    );
+                    assert_eq!(decode_all(&mut check, &block).unwrap(), want);
+                }
+                stories += 1;
+            }
+        }
+        assert!(stories > 100, "only {stories} stories found under {root}");
+    }
+
     #[test]
     fn garbage_never_panics() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
