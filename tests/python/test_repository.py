@@ -118,12 +118,6 @@ def test_load_with_config_override(ec):
     assert ec.get_model_config("simple")["max_batch_size"] == 8
 
 
-# Known gaps, kept visible as xfail (non-strict) so the suite passes while
-# they are open; drop the marker once nereid does what Triton does.
-@pytest.mark.xfail(
-    reason="nereid rejects a partial config override: \"model 'simple' names neither "
-    "a backend nor a platform\" (Triton's simple_http_model_control.py sends one)"
-)
 def test_load_with_partial_override_sdk_style(ec):
     # simple_http_model_control.py sends just this, max_batch_size as a string
     # (protobuf JSON accepts either), and expects 16 back.
@@ -132,10 +126,6 @@ def test_load_with_partial_override_sdk_style(ec):
     assert ec.get_model_config("simple")["max_batch_size"] == 16
 
 
-@pytest.mark.xfail(
-    reason="load errors for a malformed override do not say 'failed to load', "
-    "which Triton's simple_http_model_control.py matches on"
-)
 def test_load_with_malformed_override(ec):
     with pytest.raises(InferenceServerException) as e:
         ec.load_model(

@@ -25,23 +25,11 @@ def run_example(name, url):
     assert "PASS" in p.stdout, p.stdout[-2000:]
 
 
-# Known gaps, kept visible as xfail (non-strict) so the suite passes while
-# they are open; drop the markers once nereid does what Triton does.
-NO_STATISTICS = pytest.mark.xfail(
-    reason="the statistics extension answers 503; simple_http_infer_client.py "
-    "calls get_inference_statistics"
-)
-OVERRIDE_GAPS = pytest.mark.xfail(
-    reason="partial config override rejected and load errors lack 'failed to load' "
-    "(see test_repository.py)"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
         "http_health_metadata.py",
-        pytest.param("http_infer_client.py", marks=NO_STATISTICS),
+        "http_infer_client.py",
         "http_async_infer_client.py",
         "http_string_infer_client.py",
     ],
@@ -50,6 +38,5 @@ def test_example(url, name):
     run_example(name, url)
 
 
-@OVERRIDE_GAPS
 def test_model_control_example(explicit_server):
     run_example("http_model_control.py", explicit_server.url)
