@@ -348,3 +348,17 @@ def test_http10_request(url):
     data = rawhttp.exchange(url, b"GET /v2/health/live HTTP/1.0\r\n\r\n", timeout=5)
     status, _, _ = rawhttp.parse_response(data)
     assert status == 200
+
+
+def test_inference_statistics(client):
+    a = np.zeros((1, 16), dtype=np.int32)
+    before = client.get_inference_statistics(model_name="simple")
+    (s0,) = before["model_stats"]
+    client.infer("simple", simple_inputs(a, a))
+    (s1,) = client.get_inference_statistics(model_name="simple")["model_stats"]
+    assert s1["name"] == "simple" and s1["version"] == "1"
+    ok0 = int(s0["inference_stats"]["success"]["count"])
+    ok1 = int(s1["inference_stats"]["success"]["count"])
+    assert ok1 >= ok0 + 1, (s0, s1)
+    everything = client.get_inference_statistics()
+    assert "simple" in {m["name"] for m in everything["model_stats"]}
