@@ -280,3 +280,232 @@ pub fn config_text(data: &[u8]) {
         "configuration changed in a JSON round trip"
     );
 }
+
+/// Checks what an HTTP/2 server connection wrote, as a client would read
+/// it: every frame parses and every header block decodes.
+struct Http2Reader {
+    frames: crate::protocol::http2::frame::FrameDecoder,
+    hpack: crate::protocol::http2::hpack::Decoder,
+    block: Option<Vec<u8>>,
+    frames_read: usize,
+}
+
+impl Http2Reader {
+    fn read(&mut self, bytes: &[u8]) {
+        use crate::protocol::http2::frame::Frame;
+        self.frames.push(bytes);
+        loop {
+            let frame = match self.frames.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(e) => panic!("server wrote a frame a client cannot parse: {e}"),
+            };
+            if self.frames_read == 0 {
+                assert!(
+                    matches!(frame, Frame::Settings(ref s) if !s.ack),
+                    "server preface is not SETTINGS: {frame:?}"
+                );
+            }
+            self.frames_read += 1;
+            let (fragment, end) = match frame {
+                Frame::Headers(h) => {
+                    assert!(self.block.is_none(), "HEADERS inside a header block");
+                    self.block = Some(Vec::new());
+                    (h.block, h.end_headers)
+                }
+                Frame::Continuation(c) => {
+                    assert!(self.block.is_some(), "CONTINUATION without HEADERS");
+                    (c.block, c.end_headers)
+                }
+                other => {
+                    assert!(self.block.is_none(), "{other:?} inside a header block");
+                    continue;
+                }
+            };
+            let block = self.block.as_mut().expect("a block is open");
+            block.extend_from_slice(&fragment);
+            if end {
+                let block = self.block.take().expect("a block is open");
+                self.hpack
+                    .decode(&block, usize::MAX, |_, _| {})
+                    .unwrap_or_else(|e| {
+                        panic!("server wrote a header block that does not decode: {e}")
+                    });
+            }
+        }
+    }
+}
+
+/// Drives an HTTP/2 server connection with `data` as what a client sends
+/// after a valid preface and SETTINGS. The first byte seeds how the rest
+/// is split into reads, how the pretend application answers (headers,
+/// data, trailers, trailers-only, resets, capacity releases) and how much
+/// of the output each write takes. Checks that everything written parses
+/// as frames whose header blocks decode, and that the connection ends
+/// after end of stream and a long timeout.
+pub fn http2_connection(data: &[u8]) {
+    use crate::protocol::http2::frame::{FrameDecoder, MAX_FRAME_SIZE_LIMIT, PREFACE};
+    use crate::protocol::http2::hpack;
+    use crate::protocol::http2::{
+        Config as H2Config, Connection as H2Connection, ErrorCode, Event,
+    };
+
+    let Some((&seed, input)) = data.split_first() else {
+        return;
+    };
+    let config = H2Config {
+        max_concurrent_streams: 8,
+        stream_window: 65_535,
+        connection_window: 131_070,
+        max_frame_size: 16_384,
+        max_header_list_size: 4096,
+        max_header_block_bytes: 8192,
+        max_continuation_frames: 8,
+        max_resets: 20,
+        max_pending_control: 64,
+        output_high_water: 1 << 16,
+        ..H2Config::default()
+    };
+    let mut rng = Lcg(u64::from(seed));
+    let mut now = Instant::now();
+    let mut conn = H2Connection::new(config, now);
+    let mut reader = Http2Reader {
+        frames: FrameDecoder::frames(MAX_FRAME_SIZE_LIMIT),
+        hpack: hpack::Decoder::new(4096),
+        block: None,
+        frames_read: 0,
+    };
+    let mut open = Vec::new();
+
+    let mut pump = |conn: &mut H2Connection, rng: &mut Lcg, now: Instant, flush: bool| {
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Request { stream, .. } => open.push(stream),
+                Event::Data { stream, data, .. } => {
+                    if rng.next(2) == 0 {
+                        conn.release_capacity(stream, data.len(), now);
+                    }
+                }
+                Event::Trailers { .. } => {}
+                Event::Reset { stream, .. } => open.retain(|&s| s != stream),
+            }
+        }
+        while !open.is_empty() && (flush || rng.next(3) == 0) {
+            let stream = open.swap_remove(rng.next(open.len()));
+            let body = Bytes::from(vec![b'r'; rng.next(40_000)]);
+            // Errors mean the stream went away meanwhile: an expected outcome.
+            let _ = match rng.next(4) {
+                0 => conn.send_headers(stream, 200, [("grpc-status", "0")], true, now),
+                1 => conn.reset(stream, ErrorCode::CANCEL, now),
+                _ => conn
+                    .send_headers(
+                        stream,
+                        200,
+                        [("content-type", "application/grpc")],
+                        false,
+                        now,
+                    )
+                    .and_then(|()| conn.send_data(stream, body, false, now))
+                    .and_then(|()| conn.send_trailers(stream, [("grpc-status", "0")], now)),
+            };
+        }
+        while conn.wants_write() {
+            let mut slices = [std::io::IoSlice::new(&[]); 16];
+            let n = conn.poll_transmit(&mut slices);
+            let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+            let part = if flush || total == 0 {
+                total
+            } else {
+                1 + rng.next(total)
+            };
+            let mut written = Vec::with_capacity(part);
+            let mut left = part;
+            for s in &slices[..n] {
+                let take = left.min(s.len());
+                written.extend_from_slice(&s[..take]);
+                left -= take;
+            }
+            conn.handle_write(part, now);
+            reader.read(&written);
+            if part == 0 || !flush {
+                break;
+            }
+        }
+    };
+
+    let mut handshake = PREFACE.to_vec();
+    handshake.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    handshake.extend_from_slice(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+    conn.handle_read(&handshake, now);
+    pump(&mut conn, &mut rng, now, false);
+
+    let mut rest = input;
+    while !rest.is_empty() && !conn.is_closed() {
+        if !conn.wants_read() {
+            pump(&mut conn, &mut rng, now, true);
+            if !conn.wants_read() {
+                break;
+            }
+        }
+        let n = 1 + rng.next(rest.len().min(4096));
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        conn.handle_read(chunk, now);
+        pump(&mut conn, &mut rng, now, false);
+        if rng.next(16) == 0 {
+            now += Duration::from_secs(rng.next(200) as u64);
+            conn.handle_timeout(now);
+        }
+    }
+    pump(&mut conn, &mut rng, now, true);
+    conn.handle_eof(now);
+    pump(&mut conn, &mut rng, now, true);
+    now += Duration::from_secs(3600);
+    conn.handle_timeout(now);
+    pump(&mut conn, &mut rng, now, true);
+    assert!(
+        conn.is_closed(),
+        "HTTP/2 connection still open after end of stream and a long timeout"
+    );
+}
+
+/// Decodes `data` as a sequence of HPACK header blocks on one context, each
+/// block prefixed by its length in one byte. Every block that decodes is
+/// encoded again and decoded on a second context pair, and must come back
+/// the same.
+pub fn hpack_blocks(data: &[u8]) {
+    use crate::protocol::http2::hpack::{Decoder, Encoder, Outcome};
+
+    let Some((&sizes, mut rest)) = data.split_first() else {
+        return;
+    };
+    let table = [0usize, 64, 256, 4096][usize::from(sizes % 4)];
+    let mut decoder = Decoder::new(table);
+    let mut encoder = Encoder::new([0usize, 100, 4096][usize::from(sizes / 4 % 3)]);
+    let mut check = Decoder::new(4096);
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len).min(tail.len());
+        let (block, tail) = tail.split_at(len);
+        rest = tail;
+        let mut fields = Vec::new();
+        match decoder.decode(block, 8192, |n, v| fields.push((n.to_vec(), v.to_vec()))) {
+            Ok(Outcome::Complete) => {}
+            Ok(Outcome::TooLarge) => continue,
+            // The context is unusable after an error, as on a connection.
+            Err(_) => return,
+        }
+        assert!(decoder.table_size() <= table, "table above its limit");
+        let mut encoded = Vec::new();
+        encoder.encode(fields.iter().map(|(n, v)| (n, v)), &mut encoded);
+        let mut again = Vec::new();
+        check
+            .decode(&encoded, usize::MAX, |n, v| {
+                again.push((n.to_vec(), v.to_vec()))
+            })
+            .unwrap_or_else(|e| panic!("our encoder wrote a block that does not decode: {e}"));
+        assert_eq!(
+            again, fields,
+            "fields changed in an encode/decode round trip"
+        );
+    }
+}
