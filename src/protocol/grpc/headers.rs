@@ -6,16 +6,19 @@
 //! A request that is not a gRPC request at all (wrong method or content
 //! type) is answered at the HTTP level (405, 415) with a gRPC status as
 //! well, for the benefit of both kinds of client; a gRPC request the server
-//! cannot take is answered with a trailers-only response (`:status 200`
-//! and the status in one HEADERS frame).
+//! cannot take is answered with a trailers-only response (status 200 and
+//! the gRPC status in one HEADERS frame with END_STREAM).
+//!
+//! Header lists hold regular fields only; the HTTP status travels beside
+//! them (as the HTTP/2 layer's `send_headers` takes it).
 
 use std::time::Duration;
 
 use super::compression::{ACCEPT_ENCODING, AcceptEncodings, Encoding};
 use super::status::{Code, Status, percent_encode_message};
 
-/// Header fields to send, in order; names are lower-case as HTTP/2
-/// requires.
+/// Header fields to send, in order, without pseudo-headers; names are
+/// lower-case as HTTP/2 requires.
 pub type HeaderList = Vec<(&'static str, String)>;
 
 /// The request headers of a call, as far as gRPC reads them.
@@ -53,11 +56,10 @@ impl Rejection {
         }
     }
 
-    /// The one header block answering it (sent with END_STREAM).
+    /// The fields of the one header block answering it (sent with
+    /// [`Rejection::http_status`] and END_STREAM).
     pub fn headers(&self) -> HeaderList {
-        let mut h = trailers_only(&self.status);
-        h[0].1 = self.http_status.to_string();
-        h
+        trailers_only(&self.status)
     }
 }
 
@@ -175,10 +177,10 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// The response headers of a call whose messages go out with `encoding`.
+/// The response headers (status 200) of a call whose messages go out with
+/// `encoding`.
 pub fn response_headers(encoding: Encoding) -> HeaderList {
     let mut h: HeaderList = vec![
-        (":status", "200".to_owned()),
         ("content-type", "application/grpc".to_owned()),
         ("grpc-accept-encoding", ACCEPT_ENCODING.to_owned()),
     ];
@@ -197,7 +199,8 @@ pub fn trailers(status: &Status) -> HeaderList {
     h
 }
 
-/// The one header block of a call answered with a status only.
+/// The one header block (status 200, END_STREAM) of a call answered with
+/// a status only.
 pub fn trailers_only(status: &Status) -> HeaderList {
     let mut h = response_headers(Encoding::Identity);
     h.extend(trailers(status));
@@ -307,7 +310,10 @@ mod tests {
         assert_eq!(r.http_status, 405);
         let r = parse_request_head(&head(&[("content-type", "text/plain")])).unwrap_err();
         assert_eq!(r.http_status, 415);
-        assert_eq!(r.headers()[0], (":status", "415".to_owned()));
+        assert_eq!(
+            r.headers()[0],
+            ("content-type", "application/grpc".to_owned())
+        );
 
         let r = parse_request_head(&head(&[("grpc-encoding", "snappy")])).unwrap_err();
         assert_eq!(r.http_status, 200);
@@ -329,7 +335,6 @@ mod tests {
         assert_eq!(
             response_headers(Encoding::Gzip),
             vec![
-                (":status", "200".to_owned()),
                 ("content-type", "application/grpc".to_owned()),
                 ("grpc-accept-encoding", ACCEPT_ENCODING.to_owned()),
                 ("grpc-encoding", "gzip".to_owned()),
@@ -347,7 +352,7 @@ mod tests {
             ]
         );
         let only = trailers_only(&Status::new(Code::Unavailable, "busy"));
-        assert_eq!(only[0], (":status", "200".to_owned()));
+        assert_eq!(only[0], ("content-type", "application/grpc".to_owned()));
         assert_eq!(only[only.len() - 2], ("grpc-status", "14".to_owned()));
     }
 }

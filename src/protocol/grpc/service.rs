@@ -4,19 +4,25 @@
 //! # Driving a call (the net layer's side)
 //!
 //! The HTTP/2 connection owns the streams; for each request stream it
-//! opens one [`Call`] and feeds it what arrives:
+//! opens one [`Call`] and feeds it what arrives (in terms of
+//! `protocol::http2::Event`):
 //!
-//! 1. On the request HEADERS (pseudo-headers included), build a
-//!    [`CallSink`] for the stream and call [`GrpcService::open_call`].
-//!    If [`Call::timeout`] is `Some(d)`, arm a timer for `d` from now.
-//! 2. For each DATA frame, [`Call::handle_data`] with its payload (padding
-//!    removed). Chunks may split messages anywhere.
-//! 3. On END_STREAM from the client, [`Call::handle_end_of_stream`].
-//! 4. On RST_STREAM from the client, or when the connection goes away,
-//!    [`Call::handle_reset`]; when the timer fires,
+//! 1. `Event::Request`: build a [`CallSink`] for the stream and call
+//!    [`GrpcService::open_call`] with the request's header fields
+//!    (pseudo-headers included). If [`Call::timeout`] is `Some(d)`, arm a
+//!    timer for `d` from now. With `end_stream`, go on as in step 3.
+//! 2. `Event::Data`: [`Call::handle_data`] with its bytes (chunks may
+//!    split messages anywhere), and release the flow-control capacity
+//!    right away: the call has taken the bytes (it holds at most one
+//!    incomplete message, bounded by [`GrpcConfig::max_message_size`]).
+//!    With `end_stream`, go on as in step 3.
+//! 3. End of the request (END_STREAM, or `Event::Trailers`, which gRPC
+//!    clients do not send): [`Call::handle_end_of_stream`].
+//! 4. `Event::Reset` (client RST_STREAM, a protocol error, the connection
+//!    going away): [`Call::handle_reset`]. When the timer fires:
 //!    [`Call::handle_deadline`].
 //! 5. Keep the call until [`Call::is_finished`] and the stream is closed,
-//!    then drop it. Dropping an unfinished call cancels it.
+//!    then drop it (and its timer). Dropping an unfinished call cancels it.
 //!
 //! Every `handle_*` method returns quickly: inference runs on the model's
 //! instance threads, repository control on a thread of its own.
@@ -26,14 +32,20 @@
 //! The call writes through its [`CallSink`], from whichever thread has
 //! the answer (the event loop, a model instance thread, a repository
 //! thread). The sink is called with the call's lock held, so its calls
-//! come in the order they must reach the wire: at most one
-//! [`CallSink::send_headers`] (HEADERS), then any number of
-//! [`CallSink::send_data`] (DATA: already framed gRPC messages, as chunks
-//! for a vectored write), then exactly one [`CallSink::send_trailers`]
-//! (HEADERS with END_STREAM). A call refused or failed before any message
-//! skips the first two: its one header block is a trailers-only response
-//! (or, for a request that is not gRPC at all, an HTTP 405/415). Nothing
-//! follows the trailers, and nothing at all is sent after
+//! come in the order they must reach the wire, and they map one to one
+//! onto the HTTP/2 connection's `send_headers` / `send_data` /
+//! `send_trailers`:
+//!
+//! * a call that answers with messages gets one
+//!   [`CallSink::send_headers`] (status 200, no END_STREAM), then
+//!   [`CallSink::send_data`] per message (already framed, as chunks for a
+//!   vectored write), then one [`CallSink::send_trailers`] (END_STREAM);
+//! * a call refused or failed before any message gets a single
+//!   [`CallSink::send_headers`] with `end_stream` set: a trailers-only
+//!   response (status 200), or for a request that is not gRPC at all an
+//!   HTTP 405 or 415.
+//!
+//! Nothing follows the END_STREAM, and nothing at all is sent after
 //! [`Call::handle_reset`]. When the trailers go out while the client is
 //! still sending, the net layer may end the request side with
 //! RST_STREAM(NO_ERROR), as RFC 9113 §8.1 allows. A sink posts to the
@@ -104,13 +116,13 @@ impl Default for GrpcConfig {
 /// Where a call's response goes: implemented by the net layer for one
 /// HTTP/2 stream (see the module documentation for the order of calls).
 pub trait CallSink: Send {
-    /// Response headers (a HEADERS frame without END_STREAM).
-    fn send_headers(&mut self, headers: HeaderList);
-    /// Response bytes: whole framed messages, as chunks to write in order
-    /// (DATA frames).
+    /// Response headers: HTTP `status` and `headers` (no pseudo-headers),
+    /// ending the response when `end_stream` (a trailers-only answer).
+    fn send_headers(&mut self, status: u16, headers: HeaderList, end_stream: bool);
+    /// Response bytes: one whole framed message, as chunks to write in
+    /// order (DATA frames).
     fn send_data(&mut self, data: Vec<Bytes>);
-    /// The last header block (HEADERS with END_STREAM): trailers, or the
-    /// whole answer of a trailers-only response.
+    /// The trailers ending the response (HEADERS with END_STREAM).
     fn send_trailers(&mut self, trailers: HeaderList);
 }
 
@@ -324,7 +336,8 @@ impl GrpcService {
             (_, Err(rejection)) => {
                 log::debug!("gRPC call refused: {}", rejection.status);
                 let mut out = call.shared.lock();
-                out.sink.send_trailers(rejection.headers());
+                out.sink
+                    .send_headers(rejection.http_status, rejection.headers(), true);
                 out.finished = true;
             }
             (Err(_), Ok(_)) => unreachable!("a method is only found in a parsed head"),
@@ -403,7 +416,8 @@ impl Output {
         })?;
         if !self.headers_sent {
             self.headers_sent = true;
-            self.sink.send_headers(response_headers(self.encoding));
+            self.sink
+                .send_headers(200, response_headers(self.encoding), false);
         }
         self.sink.send_data(framed);
         Ok(())
@@ -419,7 +433,7 @@ impl Output {
         if self.headers_sent {
             self.sink.send_trailers(trailers(status));
         } else {
-            self.sink.send_trailers(trailers_only(status));
+            self.sink.send_headers(200, trailers_only(status), true);
         }
     }
 

@@ -68,9 +68,15 @@ fn service() -> GrpcService {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Event {
-    Headers(HeaderList),
+    Headers(u16, HeaderList, bool),
     Data(Vec<Bytes>),
     Trailers(HeaderList),
+}
+
+impl Event {
+    fn ends(&self) -> bool {
+        matches!(self, Event::Trailers(_) | Event::Headers(_, _, true))
+    }
 }
 
 /// What a call sent, as the net layer would have seen it.
@@ -93,7 +99,7 @@ impl Recorder {
     }
 
     fn wait_trailers(&self) -> Reply {
-        Reply::new(self.wait_for(|e| e.iter().any(|x| matches!(x, Event::Trailers(_)))))
+        Reply::new(self.wait_for(|e| e.iter().any(Event::ends)))
     }
 
     fn snapshot(&self) -> Vec<Event> {
@@ -111,8 +117,8 @@ impl Sink {
 }
 
 impl CallSink for Sink {
-    fn send_headers(&mut self, headers: HeaderList) {
-        self.push(Event::Headers(headers));
+    fn send_headers(&mut self, status: u16, headers: HeaderList, end_stream: bool) {
+        self.push(Event::Headers(status, headers, end_stream));
     }
     fn send_data(&mut self, data: Vec<Bytes>) {
         self.push(Event::Data(data));
@@ -126,7 +132,12 @@ impl CallSink for Sink {
 #[derive(Debug)]
 struct Reply {
     events: Vec<Event>,
+    /// The HTTP status.
+    http_status: u16,
+    /// Response headers sent apart from the trailers; `None` for a
+    /// trailers-only answer.
     headers: Option<HeaderList>,
+    /// The trailers, or the fields of the trailers-only answer.
     trailers: HeaderList,
     messages: Vec<Bytes>,
 }
@@ -141,12 +152,21 @@ impl Reply {
     fn new(events: Vec<Event>) -> Reply {
         let mut headers = None;
         let mut trailers = None;
+        let mut http_status = 0;
         let mut data = Vec::new();
         for (i, e) in events.iter().enumerate() {
+            if e.ends() {
+                assert_eq!(i, events.len() - 1, "nothing after the end: {events:?}");
+            }
             match e {
-                Event::Headers(h) => {
-                    assert!(headers.is_none() && data.is_empty(), "headers first, once");
-                    headers = Some(h.clone());
+                Event::Headers(status, h, end) => {
+                    assert_eq!(http_status, 0, "headers first, once: {events:?}");
+                    http_status = *status;
+                    if *end {
+                        trailers = Some(h.clone());
+                    } else {
+                        headers = Some(h.clone());
+                    }
                 }
                 Event::Data(chunks) => {
                     assert!(headers.is_some(), "data after headers: {events:?}");
@@ -155,7 +175,7 @@ impl Reply {
                     }
                 }
                 Event::Trailers(t) => {
-                    assert_eq!(i, events.len() - 1, "trailers last: {events:?}");
+                    assert!(headers.is_some(), "trailers after headers: {events:?}");
                     trailers = Some(t.clone());
                 }
             }
@@ -180,6 +200,7 @@ impl Reply {
             .collect();
         Reply {
             events,
+            http_status,
             headers,
             trailers,
             messages,
@@ -205,6 +226,7 @@ impl Reply {
 
     fn ok<M: Message + Default>(&self) -> M {
         assert_eq!(self.status(), (Code::Ok, String::new()));
+        assert_eq!(self.http_status, 200);
         assert_eq!(self.messages.len(), 1, "one response message");
         M::decode(self.messages[0].clone()).unwrap()
     }
@@ -212,7 +234,7 @@ impl Reply {
     /// A refusal: trailers-only, no message.
     fn refused(&self) -> (Code, String) {
         assert!(self.headers.is_none(), "trailers-only: {:?}", self.events);
-        assert_eq!(find(&self.trailers, ":status"), Some("200"));
+        assert_eq!(self.http_status, 200);
         assert_eq!(
             find(&self.trailers, "content-type"),
             Some("application/grpc")
@@ -329,7 +351,7 @@ fn requests_that_are_not_grpc_get_http_answers() {
     let (call, recorder) = open(&service, &Method::ServerLive.path(), &[(":method", "GET")]);
     assert!(call.is_finished() && call.method().is_none());
     let reply = recorder.wait_trailers();
-    assert_eq!(find(&reply.trailers, ":status"), Some("405"));
+    assert_eq!(reply.http_status, 405);
     assert_eq!(reply.code(), Code::Unimplemented);
 
     let (_call, recorder) = open(
@@ -338,7 +360,7 @@ fn requests_that_are_not_grpc_get_http_answers() {
         &[("content-type", "application/json")],
     );
     let reply = recorder.wait_trailers();
-    assert_eq!(find(&reply.trailers, ":status"), Some("415"));
+    assert_eq!(reply.http_status, 415);
     assert!(reply.message_text().starts_with("unsupported content-type"));
 }
 
@@ -539,7 +561,7 @@ fn health_and_metadata() {
     assert!(ready.ready);
     let reply = unary(Method::ServerMetadata, &ServerMetadataRequest {});
     let headers = reply.headers.clone().unwrap();
-    assert_eq!(find(&headers, ":status"), Some("200"));
+    assert_eq!(reply.http_status, 200);
     assert_eq!(find(&headers, "content-type"), Some("application/grpc"));
     assert_eq!(reply.trailers, vec![("grpc-status", "0".to_owned())]);
     let m: ServerMetadataResponse = reply.ok();
@@ -1475,7 +1497,7 @@ fn stream_without_requests_and_empty_final_flag() {
     );
     call.handle_data(frame(&request));
     let first = recorder.wait_for(|e| e.iter().any(|x| matches!(x, Event::Data(_))));
-    assert!(matches!(first[0], Event::Headers(_)));
+    assert!(matches!(first[0], Event::Headers(200, _, false)));
     assert!(
         !call.is_finished(),
         "the stream stays open until half-close"
