@@ -20,7 +20,7 @@ SECONDS_PER_TARGET="${1:-30}"
 shift || true
 TARGETS=("$@")
 if ((${#TARGETS[@]} == 0)); then
-	TARGETS=(http1_request kserve_body config_pbtxt http2_frames hpack_decoder)
+	TARGETS=(http1_request kserve_body config_pbtxt http2_frames hpack_decoder grpc_message)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

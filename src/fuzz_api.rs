@@ -509,3 +509,102 @@ pub fn hpack_blocks(data: &[u8]) {
         );
     }
 }
+
+/// Drives the gRPC message path with `data` as one call's DATA stream. The
+/// first byte seeds how the rest is split into chunks and picks the
+/// encoding of compressed messages (gzip or deflate). Every message that
+/// comes out is decompressed under a small limit, decoded as a
+/// `ModelInferRequest` and converted into a core request; a request that
+/// converts is answered with its well-formed inputs as outputs, and the
+/// encoded stream response must decode back with its raw outputs aligned
+/// with its outputs and equal to the tensors sent.
+pub fn grpc_message(data: &[u8]) {
+    use prost::Message;
+
+    use crate::core::proto::inference::{ModelInferRequest, ModelStreamInferResponse};
+    use crate::protocol::grpc::compression::{Encoding, decompress};
+    use crate::protocol::grpc::framing::MessageDecoder;
+    use crate::protocol::grpc::infer::{
+        decode_infer_request, encode_infer_response, wrap_stream_response,
+    };
+
+    const LIMIT: usize = 1 << 16;
+    let Some((&seed, input)) = data.split_first() else {
+        return;
+    };
+    let mut rng = Lcg(u64::from(seed));
+    let encoding = if seed & 1 == 0 {
+        Encoding::Gzip
+    } else {
+        Encoding::Deflate
+    };
+    let mut decoder = MessageDecoder::new(LIMIT);
+    let mut messages = Vec::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        let n = 1 + rng.next(rest.len().min(4096));
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let fed = decoder.handle_data(Bytes::copy_from_slice(chunk));
+        while let Some(m) = decoder.poll_message() {
+            assert!(m.payload.len() <= LIMIT, "message past the limit");
+            messages.push(m);
+        }
+        if fed.is_err() {
+            break;
+        }
+    }
+    let _ = decoder.handle_end();
+
+    for m in messages {
+        let payload = if m.compressed {
+            match decompress(encoding, &m.payload, LIMIT) {
+                Ok(p) => {
+                    assert!(p.len() <= LIMIT, "decompressed past the limit");
+                    p
+                }
+                Err(_) => continue,
+            }
+        } else {
+            m.payload
+        };
+        let Ok(request) = ModelInferRequest::decode(payload) else {
+            continue;
+        };
+        let Ok(decoded) = decode_infer_request(request, None) else {
+            continue;
+        };
+        let request = decoded.request;
+        let response = InferResponse {
+            model_name: request.model_name.clone(),
+            model_version: 1,
+            id: request.id.clone(),
+            outputs: request
+                .inputs
+                .iter()
+                .filter(|t| well_formed(t))
+                .cloned()
+                .collect(),
+            parameters: request.parameters.clone(),
+        };
+        let chunks = wrap_stream_response(encode_infer_response(&response, true));
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let back = ModelStreamInferResponse::decode(&joined[..])
+            .unwrap_or_else(|e| panic!("encoder wrote a message that does not decode: {e}"));
+        let inner = back
+            .infer_response
+            .expect("the stream response carries the inference response");
+        assert_eq!(inner.outputs.len(), response.outputs.len());
+        assert_eq!(inner.raw_output_contents.len(), response.outputs.len());
+        for ((t, o), raw) in response
+            .outputs
+            .iter()
+            .zip(&inner.outputs)
+            .zip(&inner.raw_output_contents)
+        {
+            assert_eq!(t.name, o.name);
+            assert_eq!(t.shape, o.shape);
+            assert_eq!(&t.data, raw, "output '{}' changed on the way", t.name);
+        }
+    }
+}
