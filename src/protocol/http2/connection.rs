@@ -136,8 +136,11 @@ pub enum Event {
     },
     /// Request body bytes. Hand the count back with
     /// [`Connection::release_capacity`] once they are consumed; until then
-    /// they count against the flow-control windows. An empty `data` with
-    /// `end_stream` just ends the body.
+    /// they count against the flow-control windows. Release as soon as the
+    /// bytes are in a buffer of your own: holding them until a whole
+    /// message has arrived stalls any message larger than
+    /// [`Config::stream_window`]. An empty `data` with `end_stream` just
+    /// ends the body.
     Data {
         /// The request's stream.
         stream: StreamId,
@@ -431,8 +434,8 @@ impl Connection {
         if self.aborted {
             return;
         }
-        self.drop_all_streams(ErrorCode::CANCEL);
         self.closing = true;
+        self.drop_all_streams(ErrorCode::CANCEL);
     }
 
     /// Reports that the first `n` bytes of the pending output were written.
@@ -697,9 +700,9 @@ impl Connection {
     /// Closes at once: nothing more is written; every open stream is
     /// reported as [`Event::Reset`] with CANCEL.
     pub fn abort(&mut self) {
-        self.drop_all_streams(ErrorCode::CANCEL);
         self.aborted = true;
         self.closing = true;
+        self.drop_all_streams(ErrorCode::CANCEL);
         self.output.clear();
         self.output_len = 0;
     }
@@ -1281,6 +1284,9 @@ impl Connection {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
+        if self.closing {
+            return;
+        }
         if !s.state.remote_open() {
             return;
         }
@@ -1294,6 +1300,9 @@ impl Connection {
     }
 
     fn release_connection_window(&mut self, n: usize) {
+        if self.closing {
+            return;
+        }
         self.pending_update = self.pending_update.saturating_add(n as u32);
         if self.pending_update >= self.config.connection_window / 2 {
             let inc = self.pending_update;
@@ -1500,8 +1509,8 @@ impl Connection {
             return;
         }
         self.push_goaway(self.last_accepted, e.code, e.reason.as_bytes());
-        self.drop_all_streams(e.code);
         self.closing = true;
+        self.drop_all_streams(e.code);
         self.linger = true;
         self.error = Some(e);
     }

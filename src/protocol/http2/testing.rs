@@ -509,9 +509,10 @@ impl Pair {
     pub fn expect_goaway(&mut self, code: ErrorCode) {
         let got = self.recv();
         assert!(
-            got.iter()
-                .any(|g| g.goaway().is_some_and(|(_, c)| c == code)),
-            "expected GOAWAY({code}), got {got:?}"
+            got.last()
+                .and_then(Got::goaway)
+                .is_some_and(|(_, c)| c == code),
+            "expected GOAWAY({code}) last, got {got:?}"
         );
         assert!(
             self.server.is_closed(),
