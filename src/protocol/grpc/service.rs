@@ -708,7 +708,7 @@ impl Call {
     /// thread that finishes it.
     fn model_infer(&self, message: Bytes) {
         let prepared = decode_message::<ModelInferRequest>(message)
-            .and_then(|r| prepare_infer(&self.server, r).map_err(|(e, _)| e));
+            .and_then(|r| prepare_infer(&self.server, r, true).map_err(|(e, _)| e));
         let (model, decoded) = match prepared {
             Ok(p) => p,
             Err(status) => {
@@ -753,7 +753,7 @@ impl Call {
             id: request.id.clone(),
             model: Some((request.model_name.clone(), request.model_version.clone())),
         };
-        let (model, decoded) = match prepare_infer(&self.server, request) {
+        let (model, decoded) = match prepare_infer(&self.server, request, false) {
             Ok(p) => p,
             Err((status, id)) => {
                 let early = FailedRequest { id, model: None };
@@ -796,17 +796,33 @@ fn decode_message<M: prost::Message + Default>(message: Bytes) -> Result<M, Stat
 }
 
 /// Reads the version, finds the model and converts the request, in
-/// Triton's order. On failure, also returns the request id for the
-/// stream's error response.
+/// Triton's order; a `unary` call refuses decoupled models. On failure,
+/// also returns the request id for the stream's error response.
 fn prepare_infer(
     server: &Server,
     request: ModelInferRequest,
+    unary: bool,
 ) -> Result<(Arc<LoadedModel>, DecodedInfer), (Status, String)> {
     let fail = |e: Error, id: &str| (Status::from(e), id.to_owned());
     let version = parse_model_version(&request.model_version).map_err(|e| fail(e, &request.id))?;
     let model = server
         .model(&request.model_name, version)
         .map_err(|e| fail(e, &request.id))?;
+    // A decoupled model may answer any number of times: only a stream can
+    // carry that.
+    let decoupled = model
+        .config
+        .model_transaction_policy
+        .as_ref()
+        .is_some_and(|p| p.decoupled);
+    if unary && decoupled {
+        return Err(fail(
+            Error::unsupported(
+                "ModelInfer RPC doesn't support models with decoupled transaction policy",
+            ),
+            &request.id,
+        ));
+    }
     let id = request.id.clone();
     let decoded = decode_infer_request(request, version).map_err(|e| fail(e, &id))?;
     Ok((model, decoded))
@@ -885,6 +901,14 @@ fn off_loop<Req, Resp>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_move_between_threads_and_the_service_is_shared() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync>() {}
+        send::<Call>();
+        shared::<GrpcService>();
+    }
 
     #[test]
     fn method_paths_round_trip() {

@@ -1592,3 +1592,41 @@ fn stream_framing_error_ends_the_stream() {
     assert_eq!(reply.code(), Code::ResourceExhausted);
     assert_eq!(stream_messages(&reply).len(), 1);
 }
+
+#[test]
+fn decoupled_models_answer_on_streams_only() {
+    let server = new_server(ControlMode::Explicit, &[]);
+    server
+        .load_model(
+            "identity_int8",
+            Some(r#"{"max_batch_size": 8, "model_transaction_policy": {"decoupled": true}}"#),
+        )
+        .unwrap();
+    let service = GrpcService::new(Arc::clone(&server), GrpcConfig::default());
+    let request = ModelInferRequest {
+        model_name: "identity_int8".to_owned(),
+        id: "d".to_owned(),
+        inputs: vec![input("INPUT0", "INT8", &[1, 2])],
+        raw_input_contents: vec![Bytes::from_static(&[1, 2])],
+        ..ModelInferRequest::default()
+    };
+    assert_eq!(
+        unary_on(&service, Method::ModelInfer, &request).refused(),
+        (
+            Code::Unimplemented,
+            "ModelInfer RPC doesn't support models with decoupled transaction policy".to_owned()
+        )
+    );
+    let (mut call, recorder) = open(&service, &Method::ModelStreamInfer.path(), &[]);
+    call.handle_data(frame(&request));
+    call.handle_end_of_stream();
+    let responses = stream_messages(&recorder.wait_trailers());
+    assert_eq!(responses.len(), 1);
+    let r = responses[0].infer_response.as_ref().unwrap();
+    assert_eq!(r.raw_output_contents[0], Bytes::from_static(&[1, 2]));
+    assert_eq!(
+        r.parameters[FINAL_RESPONSE_PARAMETER],
+        param(ParameterChoice::BoolParam(true))
+    );
+    server.shutdown();
+}
