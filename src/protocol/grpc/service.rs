@@ -96,8 +96,10 @@ use super::status::{Code, Status};
 /// Settings of the gRPC front end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcConfig {
-    /// The longest message payload taken or sent (`--grpc-max-message-size`
-    /// is not a Triton flag; Triton fixes INT32_MAX, the default).
+    /// The longest message payload taken or sent, in bytes. The default is
+    /// Triton's fixed limit, INT32_MAX; a longer incoming message ends the
+    /// call with RESOURCE_EXHAUSTED, a longer response is refused with
+    /// INVALID_ARGUMENT as Triton refuses it.
     pub max_message_size: usize,
     /// Compression of inference responses
     /// (`--grpc-infer-response-compression-level`).
