@@ -302,6 +302,10 @@ fn run_instance(shared: &Shared, index: usize) {
                     break job;
                 }
                 if queue.closed {
+                    drop(queue);
+                    // The instance goes with its thread, not with the last
+                    // handle on the scheduler.
+                    drop(lock(&shared.slots[index]).take());
                     return;
                 }
                 queue = shared
