@@ -10,11 +10,13 @@
 //! build their configurations.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::logging::{self, LogSettings};
-use crate::net::HttpConfig;
-use crate::protocol::http1;
+use crate::net::{GrpcServerConfig, HttpConfig, TlsConfig};
+use crate::protocol::grpc::{CompressionLevel, DEFAULT_MAX_MESSAGE_SIZE, GrpcConfig};
+use crate::protocol::{http1, http2};
 
 /// Repository served when no `--model-repository` is given.
 pub const DEFAULT_MODEL_REPOSITORY: &str = "model_repository";
@@ -74,6 +76,28 @@ pub struct Options {
     pub grpc_address: String,
     /// `--allow-grpc`.
     pub allow_grpc: bool,
+    /// `--grpc-use-ssl`: serve gRPC over TLS.
+    pub grpc_use_ssl: bool,
+    /// `--grpc-use-ssl-mutual`: TLS with client certificates checked
+    /// against `--grpc-root-cert` (implies `--grpc-use-ssl`).
+    pub grpc_use_ssl_mutual: bool,
+    /// `--grpc-server-cert`: PEM certificate chain.
+    pub grpc_server_cert: String,
+    /// `--grpc-server-key`: PEM private key.
+    pub grpc_server_key: String,
+    /// `--grpc-root-cert`: PEM roots for client certificates.
+    pub grpc_root_cert: String,
+    /// `--grpc-infer-response-compression-level`.
+    pub grpc_infer_response_compression_level: CompressionLevel,
+    /// `--grpc-max-message-size`: largest gRPC message taken or sent, in
+    /// bytes.
+    pub grpc_max_message_size: usize,
+    /// `--http-use-ssl`: serve HTTPS on the HTTP port.
+    pub http_use_ssl: bool,
+    /// `--http-server-cert`: PEM certificate chain for HTTPS.
+    pub http_server_cert: String,
+    /// `--http-server-key`: PEM private key for HTTPS.
+    pub http_server_key: String,
     /// `--metrics-port`.
     pub metrics_port: u16,
     /// `--metrics-address`; empty means the HTTP address.
@@ -137,6 +161,16 @@ impl Default for Options {
             grpc_port: 8001,
             grpc_address: "0.0.0.0".to_owned(),
             allow_grpc: true,
+            grpc_use_ssl: false,
+            grpc_use_ssl_mutual: false,
+            grpc_server_cert: String::new(),
+            grpc_server_key: String::new(),
+            grpc_root_cert: String::new(),
+            grpc_infer_response_compression_level: CompressionLevel::None,
+            grpc_max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            http_use_ssl: false,
+            http_server_cert: String::new(),
+            http_server_key: String::new(),
             metrics_port: 8002,
             metrics_address: String::new(),
             allow_metrics: true,
@@ -217,15 +251,9 @@ const IGNORED_FLAGS: &[&str] = &[
     "http-restricted-api",
     "grpc-restricted-api",
     "grpc-infer-allocation-pool-size",
-    "grpc-use-ssl",
-    "grpc-use-ssl-mutual",
-    "grpc-server-cert",
-    "grpc-server-key",
-    "grpc-root-cert",
     "grpc-keepalive-time",
     "grpc-keepalive-timeout",
     "grpc-http2-max-pings-without-data",
-    "grpc-infer-response-compression-level",
     "log-frequency",
 ];
 
@@ -283,6 +311,32 @@ where
             "grpc-port" => o.grpc_port = args_left.number("a port number (0-65535)")?,
             "grpc-address" => o.grpc_address = args_left.value()?,
             "allow-grpc" => o.allow_grpc = args_left.flag()?,
+            "grpc-use-ssl" => o.grpc_use_ssl = args_left.flag()?,
+            "grpc-use-ssl-mutual" => o.grpc_use_ssl_mutual = args_left.flag()?,
+            "grpc-server-cert" => o.grpc_server_cert = args_left.value()?,
+            "grpc-server-key" => o.grpc_server_key = args_left.value()?,
+            "grpc-root-cert" => o.grpc_root_cert = args_left.value()?,
+            "grpc-infer-response-compression-level" => {
+                let v = args_left.value()?;
+                o.grpc_infer_response_compression_level =
+                    CompressionLevel::parse(&v.to_ascii_lowercase()).ok_or_else(|| {
+                        CliError(format!(
+                            "invalid value '{v}' for --grpc-infer-response-compression-level: \
+                             expected none, low, medium or high"
+                        ))
+                    })?;
+            }
+            "grpc-max-message-size" => {
+                o.grpc_max_message_size = args_left.number("a byte count")?;
+                if o.grpc_max_message_size == 0 {
+                    return Err(CliError(
+                        "--grpc-max-message-size must be at least 1".to_owned(),
+                    ));
+                }
+            }
+            "http-use-ssl" => o.http_use_ssl = args_left.flag()?,
+            "http-server-cert" => o.http_server_cert = args_left.value()?,
+            "http-server-key" => o.http_server_key = args_left.value()?,
             "metrics-port" => o.metrics_port = args_left.number("a port number (0-65535)")?,
             "metrics-address" => o.metrics_address = args_left.value()?,
             "allow-metrics" => o.allow_metrics = args_left.flag()?,
@@ -393,6 +447,23 @@ where
         o.model_repositories
             .push(DEFAULT_MODEL_REPOSITORY.to_owned());
     }
+    if o.grpc_use_ssl || o.grpc_use_ssl_mutual {
+        if o.grpc_server_cert.is_empty() || o.grpc_server_key.is_empty() {
+            return Err(CliError(
+                "--grpc-use-ssl needs --grpc-server-cert and --grpc-server-key".to_owned(),
+            ));
+        }
+        if o.grpc_use_ssl_mutual && o.grpc_root_cert.is_empty() {
+            return Err(CliError(
+                "--grpc-use-ssl-mutual needs --grpc-root-cert".to_owned(),
+            ));
+        }
+    }
+    if o.http_use_ssl && (o.http_server_cert.is_empty() || o.http_server_key.is_empty()) {
+        return Err(CliError(
+            "--http-use-ssl needs --http-server-cert and --http-server-key".to_owned(),
+        ));
+    }
     if !o.load_models.is_empty() && o.model_control_mode != ModelControlMode::Explicit {
         o.warnings.push(
             "--load-model has effect only with --model-control-mode=explicit; every model in the \
@@ -490,6 +561,38 @@ impl Options {
                 idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
                 ..http1::Config::default()
             },
+            tls: self.http_use_ssl.then(|| TlsConfig {
+                cert: PathBuf::from(&self.http_server_cert),
+                key: PathBuf::from(&self.http_server_key),
+                client_ca: None,
+            }),
+        }
+    }
+
+    /// The gRPC endpoint's configuration: address, port, as many event
+    /// loops as HTTP, TLS.
+    pub fn grpc_server_config(&self) -> GrpcServerConfig {
+        let tls = (self.grpc_use_ssl || self.grpc_use_ssl_mutual).then(|| TlsConfig {
+            cert: PathBuf::from(&self.grpc_server_cert),
+            key: PathBuf::from(&self.grpc_server_key),
+            client_ca: self
+                .grpc_use_ssl_mutual
+                .then(|| PathBuf::from(&self.grpc_root_cert)),
+        });
+        GrpcServerConfig {
+            address: self.grpc_address.clone(),
+            port: self.grpc_port,
+            threads: self.http_thread_count,
+            http2: http2::Config::default(),
+            tls,
+        }
+    }
+
+    /// The gRPC service's settings.
+    pub fn grpc_config(&self) -> GrpcConfig {
+        GrpcConfig {
+            max_message_size: self.grpc_max_message_size,
+            response_compression: self.grpc_infer_response_compression_level,
         }
     }
 
@@ -663,7 +766,7 @@ pub fn usage() -> String {
     format!(
         "Usage: nereid [options]\n\
          \n\
-         Serves models from Triton-layout model repositories over KServe v2 HTTP/REST.\n\
+         Serves models from Triton-layout model repositories over KServe v2 HTTP/REST and gRPC.\n\
          Options take --flag=value or --flag value; booleans accept true/false/1/0/on/off\n\
          or stand alone for true. Unknown options are reported and ignored.\n\
          \n\
@@ -687,9 +790,22 @@ pub fn usage() -> String {
          \x20 --http-max-body-bytes <n>        largest request body, also after decompression [{body}]\n\
          \x20 --http-header-timeout-secs <n>   time to send a request head [{hto}]\n\
          \x20 --http-idle-timeout-secs <n>     keep-alive idle limit [{ito}]\n\
+         \x20 --http-use-ssl <bool>            serve HTTPS (ALPN http/1.1) on the HTTP port [false]\n\
+         \x20 --http-server-cert <pem>, --http-server-key <pem>   its certificate chain and key\n\
          \n\
-         gRPC and metrics:\n\
-         \x20 --allow-grpc <bool>, --grpc-address <addr>, --grpc-port <port> [{grpc}]\n\
+         gRPC (KServe v2 GRPCInferenceService and grpc.health.v1 over HTTP/2):\n\
+         \x20 --allow-grpc <bool>              serve gRPC [true]\n\
+         \x20 --grpc-address <addr>            address to bind [{addr}]\n\
+         \x20 --grpc-port <port>               port to bind; 0 picks a free one [{grpc}]\n\
+         \x20                                  (as many event loops as --http-thread-count)\n\
+         \x20 --grpc-use-ssl <bool>            TLS with ALPN h2 [false]\n\
+         \x20 --grpc-use-ssl-mutual <bool>     TLS requiring client certificates [false]\n\
+         \x20 --grpc-server-cert <pem>, --grpc-server-key <pem>   certificate chain and key\n\
+         \x20 --grpc-root-cert <pem>           roots client certificates must chain to\n\
+         \x20 --grpc-infer-response-compression-level <none|low|medium|high> [none]\n\
+         \x20 --grpc-max-message-size <n>      largest message in bytes [{gmsg}]\n\
+         \n\
+         Metrics:\n\
          \x20 --allow-metrics <bool>, --metrics-address <addr>, --metrics-port <port> [{metrics}]\n\
          \n\
          Memory:\n\
@@ -712,6 +828,7 @@ pub fn usage() -> String {
         hto = d.http_header_timeout_secs,
         ito = d.http_idle_timeout_secs,
         grpc = d.grpc_port,
+        gmsg = d.grpc_max_message_size,
         metrics = d.metrics_port,
         pinned = d.pinned_memory_pool_byte_size,
         cuda = DEFAULT_CUDA_POOL_BYTES,

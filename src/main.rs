@@ -1,6 +1,6 @@
 //! The `nereid` binary: parse the command line, start logging, build the
-//! service, serve HTTP, wait for SIGINT or SIGTERM, drain in-flight
-//! requests for up to `--exit-timeout-secs`, exit.
+//! service, serve HTTP and gRPC, wait for SIGINT or SIGTERM, drain
+//! in-flight requests on both for up to `--exit-timeout-secs`, exit.
 //!
 //! Exit codes: 0 after a clean shutdown (or `--help`/`--version`), 1 for a
 //! bad command line or a server that cannot start.
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use nereid::cli::{self, Command, ModelControlMode, Options};
 use nereid::logging;
-use nereid::net::{HttpServer, HttpService};
+use nereid::net::{GrpcServer, HttpServer, HttpService};
+use nereid::protocol::grpc::GrpcService;
 use nereid::protocol::kserve::rest::RestService;
 use nereid::repository::{ControlMode, ManagerOptions};
 use nereid::server::{EXTENSIONS, Server, ServerOptions};
@@ -128,16 +129,31 @@ fn serve(options: &Options) -> Result<(), String> {
         log::warn!("{e}; serving the models that loaded (--exit-on-error=false)");
     }
 
+    let grpc = if options.allow_grpc {
+        let service = GrpcService::new(Arc::clone(&server), options.grpc_config());
+        let handle = GrpcServer::start(options.grpc_server_config(), service).map_err(|e| {
+            server.shutdown();
+            format!("failed to start the gRPC service: {e}")
+        })?;
+        log::info!("Started GRPCInferenceService at {}", handle.local_addr());
+        Some(handle)
+    } else {
+        None
+    };
     let service: Arc<dyn HttpService> = Arc::new(RestService::new(Arc::clone(&server)));
     let http = if options.allow_http {
-        let handle = HttpServer::start(options.http_config(), service)
-            .map_err(|e| format!("failed to start the HTTP service: {e}"))?;
+        let handle = HttpServer::start(options.http_config(), service).map_err(|e| {
+            server.shutdown();
+            format!("failed to start the HTTP service: {e}")
+        })?;
         log::info!("Started HTTPService at {}", handle.local_addr());
         Some(handle)
     } else {
-        log::warn!("no endpoint is enabled (--allow-http=false)");
         None
     };
+    if http.is_none() && grpc.is_none() {
+        log::warn!("no endpoint is enabled (--allow-http=false, --allow-grpc=false)");
+    }
 
     let stop_polling = Arc::new(AtomicBool::new(false));
     if options.model_control_mode == ModelControlMode::Poll {
@@ -163,8 +179,16 @@ fn serve(options: &Options) -> Result<(), String> {
         "Waiting for in-flight requests to complete (timeout {}s).",
         options.exit_timeout_secs
     );
+    // Both endpoints drain at once: each stops accepting, then lets its
+    // requests in flight finish until the deadline.
+    let grpc_drain = grpc.map(|grpc| std::thread::spawn(move || grpc.shutdown(deadline)));
     if let Some(http) = http {
         http.shutdown(deadline);
+    }
+    if let Some(drain) = grpc_drain
+        && drain.join().is_err()
+    {
+        log::error!("the gRPC shutdown panicked");
     }
     if !server.drain(deadline) {
         log::warn!(

@@ -93,6 +93,7 @@ impl Server {
             port: 0,
             threads: 2,
             http1,
+            tls: None,
         };
         let handle = HttpServer::start(config, service.clone()).expect("server starts");
         let addr = handle.local_addr();
@@ -541,6 +542,7 @@ fn binding_errors_and_address_forms() {
         port: server.addr.port(),
         threads: 1,
         http1: http1::Config::default(),
+        tls: None,
     };
     let err = HttpServer::start(taken, server.service.clone()).unwrap_err();
     assert!(err.to_string().contains("cannot bind"), "{err}");
@@ -557,6 +559,7 @@ fn binding_errors_and_address_forms() {
         port: 0,
         threads: 1,
         http1: http1::Config::default(),
+        tls: None,
     };
     let handle = HttpServer::start(named, server.service.clone()).unwrap();
     assert!(handle.local_addr().ip().is_loopback());

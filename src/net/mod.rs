@@ -1,21 +1,32 @@
 //! Sockets and event loops: the only layer that does network I/O.
 //!
-//! [`HttpServer`] binds a listener and runs HTTP/1.1 on a few `mio` event
-//! loops. Each accepted socket is driven by a sans-IO
-//! [`crate::protocol::http1::Connection`]; complete requests go to an
-//! [`HttpService`] (the KServe router) together with a [`Responder`] that
-//! any thread may complete. Completions travel back to the owning loop
-//! through a channel and a `mio::Waker`.
+//! Both front ends run on the same machinery ([`event_loop`]): an acceptor
+//! thread per port and a few `mio` event loops, each owning its
+//! connections and driving a per-connection *session* around a sans-IO
+//! protocol object, with rustls (also sans-IO) between the socket and the
+//! session when the port is encrypted ([`TlsConfig`]).
 //!
-//! This module may call `protocol` and `core`; it never interprets a request
-//! itself.
+//! * [`HttpServer`]: HTTP/1.1. Complete requests go to an [`HttpService`]
+//!   (the KServe router) together with a [`Responder`] that any thread may
+//!   complete.
+//! * [`GrpcServer`]: HTTP/2 with one `protocol::grpc::Call` per stream,
+//!   answering through a sink that posts to the owning loop.
+//!
+//! Answers travel back to the owning loop through a channel and a
+//! `mio::Waker`. This module may call `protocol` and `core`; it never
+//! interprets a request itself.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod event_loop;
+mod grpc;
 mod http;
 mod service;
 mod timers;
+mod tls;
 
+pub use grpc::{GrpcServer, GrpcServerConfig, GrpcServerHandle};
 pub use http::{HttpConfig, HttpServer, HttpServerHandle};
 pub use service::{HttpService, Responder};
+pub use tls::{TlsConfig, TlsError};

@@ -2,10 +2,9 @@
 //! [`HttpService`] receives each complete request with a [`Responder`], and
 //! completes the responder exactly once, from any thread.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
+use super::event_loop::ConnRef;
 use crate::core::CancelFlag;
 use crate::protocol::http1::{self, Coding, Request, Response};
 
@@ -19,62 +18,17 @@ pub trait HttpService: Send + Sync + 'static {
     fn handle(&self, request: Request, responder: Responder);
 }
 
-/// Messages an event loop receives from other threads.
-pub(crate) enum LoopMsg {
-    /// A newly accepted socket to own.
-    Accept(mio::net::TcpStream),
-    /// A response to request `seq` of the connection in `slot`.
-    Complete {
-        slot: usize,
-        generation: u64,
-        seq: u64,
-        response: Response,
-    },
-    /// Drain until the deadline, then close everything and stop.
-    Shutdown(std::time::Instant),
-}
-
-/// The inbox of one event loop: a channel plus the waker that gets the loop
-/// to read it. Wakes are coalesced: one `wake` per batch of messages.
-pub(crate) struct LoopInbox {
-    sender: mpsc::Sender<LoopMsg>,
-    waker: mio::Waker,
-    wake_pending: AtomicBool,
-}
-
-impl LoopInbox {
-    pub(crate) fn new(sender: mpsc::Sender<LoopMsg>, waker: mio::Waker) -> LoopInbox {
-        LoopInbox {
-            sender,
-            waker,
-            wake_pending: AtomicBool::new(false),
-        }
-    }
-
-    /// Sends a message and wakes the loop unless a wake is already pending.
-    /// A loop that has exited drops the message.
-    pub(crate) fn post(&self, msg: LoopMsg) {
-        if self.sender.send(msg).is_ok() && !self.wake_pending.swap(true, Ordering::AcqRel) {
-            // A failed wake means the poller is gone, i.e. the loop exited.
-            let _ = self.waker.wake();
-        }
-    }
-
-    /// Called by the loop before it drains its channel, so that any message
-    /// sent afterwards wakes it again.
-    pub(crate) fn clear_wake(&self) {
-        self.wake_pending.store(false, Ordering::Release);
-    }
+/// A response posted back to the connection that asked: the answer to
+/// its request `seq`.
+pub(crate) struct HttpMsg {
+    pub(crate) seq: u64,
+    pub(crate) response: Response,
 }
 
 /// Where a responder delivers.
 enum Sink {
     /// Back to the event loop that owns the connection.
-    Loop {
-        inbox: Arc<LoopInbox>,
-        slot: usize,
-        generation: u64,
-    },
+    Loop(ConnRef<HttpMsg>),
     /// Into a channel (tests and in-process callers).
     Channel(mpsc::Sender<Response>),
 }
@@ -93,18 +47,9 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub(crate) fn for_loop(
-        inbox: Arc<LoopInbox>,
-        slot: usize,
-        generation: u64,
-        request: &Request,
-    ) -> Responder {
+    pub(crate) fn for_loop(conn: ConnRef<HttpMsg>, request: &Request) -> Responder {
         Responder {
-            sink: Some(Sink::Loop {
-                inbox,
-                slot,
-                generation,
-            }),
+            sink: Some(Sink::Loop(conn)),
             seq: request.seq,
             coding: request.response_coding(),
             cancel: request.cancel.clone(),
@@ -148,13 +93,7 @@ impl Responder {
             http1::compress_response(&mut response, coding);
         }
         match sink {
-            Sink::Loop {
-                inbox,
-                slot,
-                generation,
-            } => inbox.post(LoopMsg::Complete {
-                slot,
-                generation,
+            Sink::Loop(conn) => conn.post(HttpMsg {
                 seq: self.seq,
                 response,
             }),
