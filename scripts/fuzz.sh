@@ -43,7 +43,8 @@ for t in "${TARGETS[@]}"; do
 		echo "ok: $t"
 	else
 		echo "FAILED: $t; the fuzzer's report:"
-		grep -v -E '^(#[0-9]+ +(NEW|REDUCE|pulse|INITED)|INFO:)' "$log" | tail -n 60
+		grep -A 8 -m 1 'panicked at' "$log" || true
+		grep -v -E '^(#[0-9]+ +(NEW|REDUCE|pulse|INITED)|INFO:)' "$log" | grep -v '^ *[0-9]*: \|^ *at ' | tail -n 30
 		failed+=("$t")
 	fi
 done
