@@ -4,7 +4,8 @@
 #   1. cargo fmt --check, cargo clippy --all-targets -D warnings
 #   2. cargo test (unit and in-process integration tests)
 #   3. the release binary, started on free loopback ports with the example
-#      repository, driven by the tritonclient suite (tests/python, in a venv
+#      repository, driven by the tritonclient suite over HTTP and gRPC plus
+#      adversarial HTTP/2 (tests/python, in a venv
 #      at target/pyenv that this script creates) and the curl suite
 #      (tests/curl/run.sh); then a clean SIGTERM shutdown
 #   4. a short bounded run of every fuzz target (scripts/fuzz.sh)
@@ -62,7 +63,7 @@ BIN="${NEREID_BIN:-$NEREID_ROOT/target/release/nereid}"
 
 step "python environment (target/pyenv)"
 ensure_pyenv
-"$PY" -c 'import tritonclient.http, numpy, pytest; print("tritonclient", tritonclient.http.__name__, "ok")'
+"$PY" -c 'import tritonclient.http, tritonclient.grpc, h2, numpy, pytest; print("tritonclient http+grpc ok")'
 
 step "start nereid with the example repository"
 start_nereid "$BIN" "$E2E/server.log" --model-repository "$NEREID_ROOT/model_repository" ||
@@ -71,10 +72,10 @@ echo "nereid (pid $NEREID_PID) serving on $NEREID_ADDR, log at $E2E/server.log"
 
 failures_before_e2e=$failures
 
-step "pytest tests/python (tritonclient.http)"
+step "pytest tests/python (tritonclient.http, tritonclient.grpc, h2)"
 set +e
 # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words by design
-NEREID_URL="$NEREID_ADDR" NEREID_BIN="$BIN" NEREID_LOG="$E2E/server.log" \
+NEREID_URL="$NEREID_ADDR" NEREID_GRPC_URL="$NEREID_GRPC_ADDR" NEREID_BIN="$BIN" NEREID_LOG="$E2E/server.log" \
 	"$PY" -m pytest tests/python -q -p no:cacheprovider \
 	--junitxml="$E2E/pytest.xml" ${PYTEST_ARGS:-}
 rc=$?

@@ -6,6 +6,7 @@ at the end of the session. `scripts/test.sh` may instead hand it a server it
 started through the environment:
 
   NEREID_URL              host:port of a running server (no scheme)
+  NEREID_GRPC_URL         host:port of that server's gRPC endpoint
   NEREID_BIN              the binary to spawn (default: target/release/nereid,
                           else target/debug/nereid)
   NEREID_MODEL_REPOSITORY the repository to serve (default: model_repository)
@@ -63,6 +64,8 @@ class NereidServer:
     def __init__(self, extra_args=(), repository=None, name="nereid"):
         self.http_port = free_port()
         self.url = f"127.0.0.1:{self.http_port}"
+        self.grpc_port = free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.repository = Path(repository or model_repository())
         self.log_path = Path(tempfile.mkdtemp(prefix=f"{name}-")) / "server.log"
         self.args = [
@@ -73,8 +76,10 @@ class NereidServer:
             "127.0.0.1",
             "--http-port",
             str(self.http_port),
+            "--grpc-address",
+            "127.0.0.1",
             "--grpc-port",
-            str(free_port()),
+            str(self.grpc_port),
             "--metrics-port",
             str(free_port()),
             *extra_args,
@@ -135,6 +140,7 @@ class ExternalServer:
 
     def __init__(self, url):
         self.url = url
+        self.grpc_url = os.environ.get("NEREID_GRPC_URL")
         self.log_path = os.environ.get("NEREID_LOG")
 
     def alive(self) -> bool:
@@ -168,6 +174,14 @@ def server():
 @pytest.fixture(scope="session")
 def url(server) -> str:
     return server.url
+
+
+@pytest.fixture(scope="session")
+def grpc_url(server) -> str:
+    """host:port of the shared server's gRPC endpoint."""
+    if not server.grpc_url:
+        pytest.skip("NEREID_GRPC_URL is not set for the external server")
+    return server.grpc_url
 
 
 @pytest.fixture(scope="session")
