@@ -123,8 +123,46 @@ pub struct LogUpdate {
 /// Counts requests in flight so shutdown can wait for them.
 #[derive(Debug, Default)]
 struct InFlight {
-    count: Mutex<usize>,
+    state: Mutex<InFlightState>,
     idle: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct InFlightState {
+    count: usize,
+    /// Threads waiting in [`Server::drain`]. The last request out wakes the
+    /// condvar only when someone waits: a notify is a system call even
+    /// with no waiter, and every request would pay for it.
+    waiters: usize,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlightState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the count is zero or `deadline` passes; true when it
+    /// reached zero.
+    fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut state = self.lock();
+        state.waiters += 1;
+        let idle = loop {
+            if state.count == 0 {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            state = self
+                .idle
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
+        state.waiters -= 1;
+        idle
+    }
 }
 
 /// Held for the life of one request; dropping it ends the request.
@@ -132,19 +170,16 @@ struct InFlightGuard(Arc<InFlight>);
 
 impl InFlightGuard {
     fn enter(inflight: &Arc<InFlight>) -> InFlightGuard {
-        *inflight
-            .count
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) += 1;
+        inflight.lock().count += 1;
         InFlightGuard(Arc::clone(inflight))
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        let mut count = self.0.count.lock().unwrap_or_else(PoisonError::into_inner);
-        *count -= 1;
-        if *count == 0 {
+        let mut state = self.0.lock();
+        state.count -= 1;
+        if state.count == 0 && state.waiters > 0 {
             self.0.idle.notify_all();
         }
     }
@@ -496,11 +531,7 @@ impl Server {
 
     /// Requests accepted by [`Server::infer`] and not yet completed.
     pub fn in_flight(&self) -> usize {
-        *self
-            .inflight
-            .count
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inflight.lock().count
     }
 
     /// Starts shutting down: liveness and readiness fail from now on
@@ -517,24 +548,7 @@ impl Server {
     /// Waits until no request is in flight or `deadline` passes; true when
     /// everything finished.
     pub fn drain(&self, deadline: Instant) -> bool {
-        let mut count = self
-            .inflight
-            .count
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while *count > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            count = self
-                .inflight
-                .idle
-                .wait_timeout(count, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        self.inflight.wait_idle(deadline)
     }
 
     /// Begins shutdown and unloads every model (their queued requests
@@ -561,4 +575,32 @@ fn apply_classification(
         *t = classification::classify(t, count, batching, names.as_deref().map(Vec::as_slice))?;
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn drain_wakes_when_the_last_request_ends() {
+        let inflight = Arc::new(InFlight::default());
+        let first = InFlightGuard::enter(&inflight);
+        let second = InFlightGuard::enter(&inflight);
+        assert!(!inflight.wait_idle(Instant::now() + Duration::from_millis(10)));
+        let ender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(first);
+            drop(second);
+        });
+        let start = Instant::now();
+        assert!(inflight.wait_idle(start + Duration::from_secs(30)));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "woken, not timed out"
+        );
+        ender.join().unwrap();
+        assert_eq!(inflight.lock().waiters, 0);
+        assert!(inflight.wait_idle(Instant::now()));
+    }
 }
