@@ -2,7 +2,7 @@
 //! `net::HttpServer`, driven by plain `std::net::TcpStream` clients.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -255,6 +255,25 @@ fn pipelined_requests_answered_in_order() {
             b"slept 10".to_vec()
         ]
     );
+}
+
+#[test]
+fn client_half_close_is_seen_after_a_request_emptied_the_socket() {
+    let server = Server::start();
+    // The FIN comes well after the request was read in full: the server
+    // must still notice it and close.
+    let mut c = server.client();
+    c.send(&post("/echo", b"one"));
+    assert_eq!(c.read_response().unwrap().body, b"one");
+    std::thread::sleep(Duration::from_millis(50));
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    assert!(c.closed());
+    // The FIN right behind the request: answered, then closed.
+    let mut c = server.client();
+    c.send(&post("/echo", b"two"));
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(c.read_response().unwrap().body, b"two");
+    assert!(c.closed());
 }
 
 #[test]

@@ -13,12 +13,14 @@
 //! Each event loop owns its connections outright (a slab indexed by
 //! `mio::Token`), registers every socket once for read and write readiness
 //! (edge-triggered) and remembers readiness itself, so interest never has to
-//! be re-registered. After any event, message or timer it *drives* the
-//! connection: read while the protocol wants input, let the [`Session`]
-//! hand what it parsed to the application, write while there is output
-//! (vectored), and repeat while that made progress. A read budget per drive
-//! keeps one busy client from starving the others; connections with budget
-//! left over are driven again on the next turn without blocking in `poll`.
+//! be re-registered. A read shorter than the room offered counts as having
+//! emptied the socket, as a WouldBlock would. After any event, message or
+//! timer it *drives* the connection: read while the protocol wants input,
+//! let the [`Session`] hand what it parsed to the application, write while
+//! there is output (vectored), and repeat while that made progress. A read
+//! budget per drive keeps one busy client from starving the others;
+//! connections with budget left over are driven again on the next turn
+//! without blocking in `poll`.
 //!
 //! # Sessions and transports
 //!
@@ -466,6 +468,9 @@ struct Conn<S> {
     generation: u64,
     readable: bool,
     writable: bool,
+    /// The poller reported the peer's FIN or a socket error. That is
+    /// reported once, so from then on reads go on until one says so.
+    read_closed: bool,
     /// The peer closed its side or the socket failed: nothing more to read.
     eof: bool,
     /// Earliest deadline queued in the timer heap for this connection.
@@ -555,6 +560,9 @@ impl<P: Protocol> EventLoop<P> {
                 if let Some(Some(conn)) = self.conns.get_mut(slot) {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         conn.readable = true;
+                    }
+                    if event.is_read_closed() || event.is_error() {
+                        conn.read_closed = true;
                     }
                     if event.is_writable() || event.is_write_closed() || event.is_error() {
                         conn.writable = true;
@@ -679,6 +687,7 @@ impl<P: Protocol> EventLoop<P> {
             // Data may have arrived before registration; try at once.
             readable: true,
             writable: true,
+            read_closed: false,
             eof: false,
             timer: None,
             closing: Closing::No,
@@ -785,7 +794,8 @@ fn read_plain<S: Session>(
     while conn.readable && !conn.eof && conn.session.wants_read() && *budget > 0 {
         *budget -= 1;
         let buf = conn.session.recv_buf();
-        if buf.is_empty() {
+        let room = buf.len();
+        if room == 0 {
             break;
         }
         match (&conn.stream).read(buf) {
@@ -797,6 +807,12 @@ fn read_plain<S: Session>(
             Ok(n) => {
                 conn.session.handle_recv(n, now);
                 progressed = true;
+                // A short read emptied the socket, and bytes that arrive
+                // later raise a new edge: the read that would only say
+                // WouldBlock is skipped (a system call per request).
+                if n < room && !conn.read_closed {
+                    conn.readable = false;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
