@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Load and latency benchmark: `simple` inference on nereid (JSON tensors and
-# binary tensors) against a static reply from nginx, measured in the same run
-# on the same machine with the same client (wrk).
+# binary tensors over HTTP/1.1, raw tensors over gRPC) against a static reply
+# from nginx, measured in the same run on the same machine.
 #
 #   benches/load/run.sh [--record]
 #
 # For each of nginx, nereid JSON and nereid binary it runs
 #   wrk -t1 -c1 -d$DURATION --latency   -> p50 / p99 latency at 1 connection
 #   wrk -t2 -c8 -d$DURATION             -> requests/s at 8 connections
+# and for nereid gRPC (ModelInfer with raw_input_contents, a prebuilt body:
+# the 5-byte gRPC prefix and the encoded ModelInferRequest)
+#   h2load -c1 -m1 -D$DURATION          -> p50 / p99 latency at 1 stream
+#   h2load -t2 -c8 -m8 -D$DURATION      -> requests/s at 8 connections x 8 streams
 # and prints the ratios the project aims at: nereid-binary p50 / nginx p50
-# <= 1.3 and nereid-binary rps / nginx rps >= 0.5.
+# <= 1.3, nereid-binary rps / nginx rps >= 0.5, gRPC p50 / HTTP-binary p50
+# <= 1.2 and gRPC rps / HTTP-binary rps (8 connections) > 1.
 #
 # Environment: DURATION (seconds per wrk run, default 10), LOOPS (nginx
 # worker_processes and nereid --http-thread-count, default: the core count),
 # NEREID_BIN (a prebuilt binary to measure instead of building one).
 # --record appends the results, the machine and the date to BENCHMARKS.md.
-# Needs the Debian packages wrk and nginx-light (installed when missing and
-# root). Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
+# Needs the Debian packages wrk, nginx-light and nghttp2-client (h2load)
+# (installed when missing and root). Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 cd "$NEREID_ROOT"
@@ -43,6 +48,7 @@ need_debian_tool curl curl
 need_debian_tool wrk wrk
 PATH="$PATH:/usr/sbin"
 need_debian_tool nginx nginx-light
+need_debian_tool h2load nghttp2-client
 
 if [[ -n "${NEREID_BIN:-}" ]]; then
 	BIN="$NEREID_BIN"
@@ -73,9 +79,28 @@ head = {"inputs": [{"name": n, "shape": [1, 16], "datatype": "INT32",
 head = json.dumps(head, separators=(",", ":")).encode()
 tensors = struct.pack("<16i", *range(16)) + struct.pack("<16i", *[1] * 16)
 open(f"{work}/simple.bin", "wb").write(head + tensors)
+
+# The gRPC body: ModelInferRequest{model_name, inputs, raw_input_contents},
+# protobuf-encoded by hand (field numbers of proto/grpc_service.proto), in a
+# gRPC length-prefixed message.
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+def field(num, payload):
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+tensor = lambda name: (field(1, name) + field(2, b"INT32")
+                       + field(3, varint(1) + varint(16)))
+request = (field(1, b"simple") + field(5, tensor(b"INPUT0")) + field(5, tensor(b"INPUT1"))
+           + field(7, struct.pack("<16i", *range(16))) + field(7, struct.pack("<16i", *[1] * 16)))
+open(f"{work}/simple.grpc", "wb").write(b"\0" + struct.pack(">I", len(request)) + request)
 print(len(head))
 PY
 )"
+GRPC_URL="http://$NEREID_GRPC_ADDR/inference.GRPCInferenceService/ModelInfer"
 
 step "check both requests once"
 code="$(curl -sS -o "$WORK/bin.reply" -D "$WORK/bin.headers" -w '%{http_code}' -X POST \
@@ -92,6 +117,20 @@ d = json.load(open(sys.argv[1]))
 o = {x["name"]: x["data"] for x in d["outputs"]}
 assert o["OUTPUT0"] == list(range(1, 17)) and o["OUTPUT1"] == list(range(-1, 15)), o
 PY
+curl -sS --http2-prior-knowledge -o "$WORK/grpc.reply" -D "$WORK/grpc.headers" \
+	-H "content-type: application/grpc" -H "te: trailers" \
+	--data-binary @"$WORK/simple.grpc" "$GRPC_URL" || die "gRPC request failed"
+grep -qi '^grpc-status: 0' "$WORK/grpc.headers" ||
+	die "gRPC request: $(cat "$WORK/grpc.headers")"
+python3 - "$WORK/grpc.reply" <<'PY' || die "gRPC reply is wrong"
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+assert d[0] == 0 and struct.unpack(">I", d[1:5])[0] == len(d) - 5, d[:5]
+# raw_output_contents (field 6): OUTPUT0 = 1..16, OUTPUT1 = -1..14
+want = [struct.pack("<16i", *range(1, 17)), struct.pack("<16i", *range(-1, 15))]
+assert all(b"\x32\x40" + w in d for w in want), d
+PY
+echo "gRPC reply: $(stat -c %s "$WORK/grpc.reply") bytes"
 REPLY_BYTES="$(stat -c %s "$WORK/bin.reply")"
 echo "binary reply: $REPLY_BYTES bytes; JSON reply: $(stat -c %s "$WORK/json.reply") bytes"
 
@@ -160,10 +199,45 @@ check_wrk() {
 	fi
 }
 
-step "measure (${DURATION}s per run)"
+# bench_grpc: sets P50_grpc, P99_grpc (one stream, from h2load's
+# per-request log) and RPS_grpc (8 connections x 8 streams).
+bench_grpc() {
+	local out
+	local -a args=(-H "content-type: application/grpc" -H "te: trailers" -d "$WORK/simple.grpc")
+	echo "-- grpc: h2load -c1 -m1 -D${DURATION}"
+	out="$(h2load -c1 -m1 -t1 -D"$DURATION" --warm-up-time=1 "${args[@]}" \
+		--log-file="$OUT/h2load-grpc-c1.log" "$GRPC_URL")"
+	echo "$out" >"$OUT/h2load-grpc-c1.txt"
+	check_h2load "$out"
+	read -r P50_grpc P99_grpc < <(python3 - "$OUT/h2load-grpc-c1.log" <<'PY'
+import sys
+# h2load --log-file: start time, HTTP status, elapsed microseconds per request.
+lat = sorted(int(line.split()[2]) for line in open(sys.argv[1]) if line.strip())
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(f"{pick(0.5):.1f} {pick(0.99):.1f}")
+PY
+	)
+	echo "-- grpc: h2load -t2 -c8 -m8 -D${DURATION}"
+	out="$(h2load -c8 -m8 -t2 -D"$DURATION" --warm-up-time=1 "${args[@]}" "$GRPC_URL")"
+	echo "$out" >"$OUT/h2load-grpc-c8m8.txt"
+	check_h2load "$out"
+	RPS_grpc="$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^req\/s/) print $i}' <<<"$out" | tr -d ',')"
+}
+check_h2load() {
+	# Every request must have been answered 2xx (gRPC errors would show in
+	# the check above; here: transport failures and non-200 answers).
+	if ! grep -Eq 'requests: [0-9]+ total, [0-9]+ started, ([0-9]+) done, \1 succeeded, 0 failed, 0 errored' <<<"$1"; then
+		echo "$1"
+		die "h2load saw failures"
+	fi
+}
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+step "measure (${DURATION}s per run; load average $LOAD_BEFORE)"
 bench nginx "http://127.0.0.1:$NGINX_PORT/" "$WORK/simple.bin" "$BIN_HDR_LEN"
 bench json "$NEREID_URL" "$WORK/simple.json"
 bench binary "$NEREID_URL" "$WORK/simple.bin" "$BIN_HDR_LEN"
+bench_grpc
 
 ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}")' "$1" "$2"; }
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -171,24 +245,29 @@ DATE="$(date -u +%Y-%m-%d)"
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 R_P50="$(ratio "$P50_binary" "$P50_nginx")"
 R_RPS="$(ratio "$RPS_binary" "$RPS_nginx")"
-verdict() { python3 -c 'import sys; a, op, b = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]); print("met" if (a <= b if op == "le" else a >= b) else "NOT met")' "$@"; }
+R_GRPC_P50="$(ratio "$P50_grpc" "$P50_binary")"
+R_GRPC_RPS="$(ratio "$RPS_grpc" "$RPS_binary")"
+verdict() { python3 -c 'import sys, operator; a, op, b = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]); print("met" if getattr(operator, op)(a, b) else "NOT met")' "$@"; }
 
 REPORT="$OUT/load.md"
 cat >"$REPORT" <<EOF
 ### $DATE — commit $COMMIT
 
 Machine: $CPU, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo).
-nginx $(nginx -v 2>&1 | sed 's|.*/||') with $LOOPS workers; nereid with $LOOPS event loops; wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), ${DURATION}s per run, client on the same machine over 127.0.0.1.
+nginx $(nginx -v 2>&1 | sed 's|.*/||') with $LOOPS workers; nereid with $LOOPS event loops per endpoint; wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') and h2load $(h2load --version 2>&1 | awk '{print $NF; exit}'), ${DURATION}s per run, client on the same machine over 127.0.0.1. Load average before the run: $LOAD_BEFORE.
 
 | target | request | p50 @1 conn | p99 @1 conn | req/s @8 conn |
 | --- | --- | ---: | ---: | ---: |
 | nginx | static reply of $REPLY_BYTES bytes (same binary request posted) | ${P50_nginx} µs | ${P99_nginx} µs | ${RPS_nginx} |
 | nereid | \`simple\`, JSON tensors | ${P50_json} µs | ${P99_json} µs | ${RPS_json} |
 | nereid | \`simple\`, binary tensors | ${P50_binary} µs | ${P99_binary} µs | ${RPS_binary} |
+| nereid gRPC (h2c) | \`simple\` ModelInfer, raw tensors; 1 stream / 8 conn × 8 streams | ${P50_grpc} µs | ${P99_grpc} µs | ${RPS_grpc} |
 
 - nereid binary p50 / nginx p50 = **$R_P50** (aim ≤ 1.3: $(verdict "$R_P50" le 1.3))
 - nereid binary req/s / nginx req/s = **$R_RPS** (aim ≥ 0.5: $(verdict "$R_RPS" ge 0.5))
 - nereid JSON p50 / nginx p50 = $(ratio "$P50_json" "$P50_nginx"); nereid JSON req/s / nginx req/s = $(ratio "$RPS_json" "$RPS_nginx")
+- gRPC p50 / HTTP binary p50 = **$R_GRPC_P50** (aim ≤ 1.2: $(verdict "$R_GRPC_P50" le 1.2))
+- gRPC req/s (8 conn × 8 streams) / HTTP binary req/s (8 conn) = **$R_GRPC_RPS** (aim > 1: $(verdict "$R_GRPC_RPS" gt 1))
 EOF
 
 step "results"

@@ -7,9 +7,13 @@
 //! # Calls on a connection
 //!
 //! The session follows the call order `protocol::grpc::service` documents:
-//! `Event::Request` opens a call whose [`CallSink`] posts what it is given
-//! (headers, framed messages, trailers) to this connection's loop, which
-//! applies it to the HTTP/2 connection in the order posted; request DATA
+//! `Event::Request` opens a call whose [`CallSink`] queues what it is given
+//! (headers, framed messages, trailers) in the connection's outbox, which
+//! the session applies to the HTTP/2 connection in the order queued: at
+//! the end of every dispatch (so an answer computed on the loop thread goes
+//! out in the same write), and when the loop is told the outbox has filled
+//! (one message and wake per batch, for answers from other threads).
+//! Request DATA
 //! goes to the call and its flow-control capacity is released at once;
 //! END_STREAM ends the call's input; `Event::Reset` (client reset, stream
 //! error, the connection going away) cancels it. A call's `grpc-timeout`
@@ -30,7 +34,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -109,7 +113,7 @@ impl GrpcServer {
 /// A running gRPC server. Dropping it shuts it down without a grace
 /// period.
 pub struct GrpcServerHandle {
-    loops: Loops<SinkOp>,
+    loops: Loops<OutboxFilled>,
 }
 
 impl std::fmt::Debug for GrpcServerHandle {
@@ -136,9 +140,18 @@ impl GrpcServerHandle {
     }
 }
 
-/// What a call's sink posts to its connection's loop: one call of the
-/// [`CallSink`] for one stream.
-pub(crate) struct SinkOp {
+/// Posted to a connection's loop when its outbox goes from empty to not
+/// empty.
+pub(crate) struct OutboxFilled;
+
+/// What the calls of one connection have to send, in order.
+#[derive(Default)]
+struct Outbox {
+    ops: Mutex<Vec<SinkOp>>,
+}
+
+/// One call of a [`CallSink`], for one stream.
+struct SinkOp {
     stream: StreamId,
     kind: SinkKind,
 }
@@ -153,18 +166,30 @@ enum SinkKind {
     Trailers(HeaderList),
 }
 
-/// The sink of one call: posts to the loop that owns the stream.
+/// The sink of one call: queues in its connection's outbox and tells the
+/// loop when the outbox fills.
 struct StreamSink {
-    conn: ConnRef<SinkOp>,
+    outbox: Arc<Outbox>,
+    conn: ConnRef<OutboxFilled>,
     stream: StreamId,
 }
 
 impl StreamSink {
     fn post(&self, kind: SinkKind) {
-        self.conn.post(SinkOp {
+        let mut ops = self
+            .outbox
+            .ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let was_empty = ops.is_empty();
+        ops.push(SinkOp {
             stream: self.stream,
             kind,
         });
+        drop(ops);
+        if was_empty {
+            self.conn.post(OutboxFilled);
+        }
     }
 }
 
@@ -196,11 +221,13 @@ impl Protocol for Grpc {
     type Session = GrpcSession;
     const NAME: &'static str = "gRPC";
 
-    fn open(&self, conn: ConnRef<SinkOp>, now: Instant) -> GrpcSession {
+    fn open(&self, conn: ConnRef<OutboxFilled>, now: Instant) -> GrpcSession {
         GrpcSession {
             h2: http2::Connection::new(self.config, now),
             service: Arc::clone(&self.service),
             conn,
+            outbox: Arc::default(),
+            applying: Vec::new(),
             calls: HashMap::new(),
             deadlines: BinaryHeap::new(),
         }
@@ -217,7 +244,10 @@ struct Active {
 struct GrpcSession {
     h2: http2::Connection,
     service: Arc<GrpcService>,
-    conn: ConnRef<SinkOp>,
+    conn: ConnRef<OutboxFilled>,
+    outbox: Arc<Outbox>,
+    /// The outbox's operations being applied (kept for its capacity).
+    applying: Vec<SinkOp>,
     calls: HashMap<StreamId, Active>,
     /// Call deadlines, earliest first; entries of calls that have since
     /// gone are skipped when they come up.
@@ -233,6 +263,7 @@ impl GrpcSession {
                 end_stream,
             } => {
                 let sink = Box::new(StreamSink {
+                    outbox: Arc::clone(&self.outbox),
                     conn: self.conn.clone(),
                     stream,
                 });
@@ -341,6 +372,26 @@ impl GrpcSession {
         }
     }
 
+    /// Applies everything the calls have queued, in order.
+    fn flush_outbox(&mut self, now: Instant) {
+        {
+            let mut ops = self
+                .outbox
+                .ops
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if ops.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *ops, &mut self.applying);
+        }
+        let mut ops = std::mem::take(&mut self.applying);
+        for op in ops.drain(..) {
+            self.apply(op, now);
+        }
+        self.applying = ops;
+    }
+
     /// Drops deadline entries of calls that have gone or moved on.
     fn prune_deadlines(&mut self) {
         while let Some(Reverse((deadline, stream))) = self.deadlines.peek() {
@@ -382,7 +433,7 @@ fn gather(chunks: Vec<Bytes>) -> Vec<Bytes> {
 }
 
 impl Session for GrpcSession {
-    type Msg = SinkOp;
+    type Msg = OutboxFilled;
 
     fn recv_buf(&mut self) -> &mut [u8] {
         self.h2.recv_buf()
@@ -400,11 +451,12 @@ impl Session for GrpcSession {
         while let Some(event) = self.h2.poll_event() {
             self.on_event(event, now);
         }
+        self.flush_outbox(now);
         self.prune_deadlines();
     }
 
-    fn handle_msg(&mut self, op: SinkOp, now: Instant) {
-        self.apply(op, now);
+    fn handle_msg(&mut self, _: OutboxFilled, now: Instant) {
+        self.flush_outbox(now);
     }
 
     fn wants_read(&self) -> bool {
@@ -446,6 +498,7 @@ impl Session for GrpcSession {
                 self.with_call(stream, Call::handle_deadline);
             }
         }
+        self.flush_outbox(now);
         self.prune_deadlines();
     }
 
