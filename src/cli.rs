@@ -985,6 +985,63 @@ mod tests {
     }
 
     #[test]
+    fn grpc_and_tls_flags() {
+        let o = run(&[]);
+        let grpc = o.grpc_server_config();
+        assert_eq!((grpc.address.as_str(), grpc.port), ("0.0.0.0", 8001));
+        assert!(grpc.tls.is_none() && o.http_config().tls.is_none());
+        assert_eq!(o.grpc_config(), GrpcConfig::default());
+
+        let o = run(&[
+            "--grpc-use-ssl",
+            "--grpc-server-cert=/c.pem",
+            "--grpc-server-key",
+            "/k.pem",
+            "--grpc-infer-response-compression-level=HIGH",
+            "--grpc-max-message-size=1024",
+            "--http-use-ssl=true",
+            "--http-server-cert=/h.pem",
+            "--http-server-key=/hk.pem",
+            "--http-thread-count=3",
+        ]);
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        let grpc = o.grpc_server_config();
+        let tls = grpc.tls.expect("gRPC TLS");
+        assert_eq!(tls.cert, PathBuf::from("/c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/k.pem"));
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(grpc.threads, 3);
+        let service = o.grpc_config();
+        assert_eq!(service.max_message_size, 1024);
+        assert_eq!(service.response_compression, CompressionLevel::High);
+        let http_tls = o.http_config().tls.expect("HTTPS");
+        assert_eq!(http_tls.cert, PathBuf::from("/h.pem"));
+
+        let o = run(&[
+            "--grpc-use-ssl-mutual=true",
+            "--grpc-server-cert=/c.pem",
+            "--grpc-server-key=/k.pem",
+            "--grpc-root-cert=/ca.pem",
+        ]);
+        let tls = o.grpc_server_config().tls.expect("mutual TLS implies TLS");
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
+
+        assert!(error(&["--grpc-use-ssl"]).contains("--grpc-server-cert"));
+        assert!(
+            error(&[
+                "--grpc-use-ssl-mutual",
+                "--grpc-server-cert=/c",
+                "--grpc-server-key=/k"
+            ])
+            .contains("--grpc-root-cert")
+        );
+        assert!(error(&["--http-use-ssl", "--http-server-cert=/c"]).contains("--http-server-key"));
+        assert!(error(&["--grpc-infer-response-compression-level=max"]).contains("none, low"));
+        assert!(error(&["--grpc-max-message-size=0"]).contains("at least 1"));
+        assert!(usage().contains("--grpc-use-ssl-mutual") && usage().contains("--http-use-ssl"));
+    }
+
+    #[test]
     fn options_table() {
         let o = run(&["--model-repository=/models", "--model-repository=/more"]);
         let rows = o.table("2.50.0", &["classification", "sequence"]);
