@@ -776,3 +776,28 @@ fn malformed_outputs_are_internal_errors() {
         "output tensor shape does not match size of output for 'S'",
     );
 }
+
+#[test]
+fn bytes_that_are_not_utf8_are_refused_as_json_but_sent_as_binary() {
+    let response = InferResponse {
+        model_name: "m".into(),
+        outputs: vec![Tensor {
+            name: "S".into(),
+            datatype: DataType::Bytes,
+            shape: vec![1],
+            data: Bytes::from_static(b"\x01\x00\x00\x00\xde"),
+        }],
+        ..InferResponse::default()
+    };
+    let e = encode_infer_response(&response, &ResponseFormat::default()).unwrap_err();
+    assert!(
+        e.message()
+            .contains("output 'S' element 0 is not valid UTF-8"),
+        "{e}"
+    );
+    let all_binary = ResponseFormat {
+        binary_default: true,
+        outputs: Vec::new(),
+    };
+    assert!(encode_infer_response(&response, &all_binary).is_ok());
+}

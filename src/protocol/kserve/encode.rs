@@ -224,7 +224,15 @@ fn write_data(out: &mut Vec<u8>, t: &Tensor) -> Result<()> {
                 if i > 0 {
                     out.push(b',');
                 }
-                json::write_bytes_as_str(out, element);
+                // A JSON document is UTF-8; bytes that are not can only be
+                // returned as binary data.
+                let text = std::str::from_utf8(element).map_err(|_| {
+                    Error::invalid_arg(format!(
+                        "output '{}' element {i} is not valid UTF-8, so it cannot be returned as JSON; request the output with \"binary_data\": true",
+                        t.name
+                    ))
+                })?;
+                json::write_str(out, text);
                 rest = &rest[4 + len..];
             }
         }

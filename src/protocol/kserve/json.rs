@@ -8,15 +8,10 @@
 
 use serde::Serializer as _;
 
-/// Appends `s` as a JSON string literal (quotes included).
+/// Appends `s` as a JSON string literal (quotes included). JSON's special
+/// characters are escaped; the rest is UTF-8 already and written as it is.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    write_bytes_as_str(out, s.as_bytes());
-}
-
-/// Appends raw bytes as a JSON string literal. JSON's special characters
-/// are escaped; other bytes are written as they are, so a BYTES element
-/// that is not UTF-8 reaches the client byte for byte (as Triton does).
-pub fn write_bytes_as_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
