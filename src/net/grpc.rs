@@ -34,6 +34,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -148,6 +149,10 @@ pub(crate) struct OutboxFilled;
 #[derive(Default)]
 struct Outbox {
     ops: Mutex<Vec<SinkOp>>,
+    /// The session is handing input to its calls and flushes the outbox
+    /// right after: a sink need not tell the loop (answers computed on the
+    /// loop thread then cost no loop message and no second drive).
+    dispatching: AtomicBool,
 }
 
 /// One call of a [`CallSink`], for one stream.
@@ -186,8 +191,12 @@ impl StreamSink {
             stream: self.stream,
             kind,
         });
+        // Read under the lock: a session that has stopped dispatching has
+        // cleared the flag before it takes the lock to flush, so a push
+        // that still sees the flag set is taken by that flush.
+        let flushed_soon = self.outbox.dispatching.load(Ordering::Acquire);
         drop(ops);
-        if was_empty {
+        if was_empty && !flushed_soon {
             self.conn.post(OutboxFilled);
         }
     }
@@ -448,9 +457,11 @@ impl Session for GrpcSession {
     }
 
     fn dispatch(&mut self, now: Instant) {
+        self.outbox.dispatching.store(true, Ordering::Release);
         while let Some(event) = self.h2.poll_event() {
             self.on_event(event, now);
         }
+        self.outbox.dispatching.store(false, Ordering::Release);
         self.flush_outbox(now);
         self.prune_deadlines();
     }
@@ -485,6 +496,7 @@ impl Session for GrpcSession {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.h2.handle_timeout(now);
+        self.outbox.dispatching.store(true, Ordering::Release);
         while let Some(Reverse((deadline, stream))) = self.deadlines.peek().copied() {
             if deadline > now {
                 break;
@@ -498,6 +510,7 @@ impl Session for GrpcSession {
                 self.with_call(stream, Call::handle_deadline);
             }
         }
+        self.outbox.dispatching.store(false, Ordering::Release);
         self.flush_outbox(now);
         self.prune_deadlines();
     }
