@@ -918,3 +918,69 @@ fn connect_lazy(addr: SocketAddr) -> Grpc<Channel> {
             .connect_lazy(),
     )
 }
+
+/// Waits until `f` holds, for at most `limit`.
+async fn wait_until(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while !f() {
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_its_calls() {
+    let server = start_all();
+    let inner = Arc::clone(&server.server);
+
+    // A call abandoned by its client: tonic resets the stream.
+    let mut c = connect(server.addr).await;
+    let call = tokio::spawn(async move {
+        rpc::<_, ModelInferResponse>(&mut c, "ModelInfer", delay_request("reset", 5000)).await
+    });
+    assert!(wait_until(Duration::from_secs(2), || inner.in_flight() == 1).await);
+    call.abort();
+    assert!(
+        wait_until(Duration::from_secs(3), || inner.in_flight() == 0).await,
+        "a reset stream cancels its call"
+    );
+
+    // A connection that closes with calls (a stream too) in flight.
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut bodies = Vec::new();
+    for (i, path) in ["ModelInfer", "ModelStreamInfer"].iter().enumerate() {
+        let request = tonic::codegen::http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{}{SERVICE}{path}", server.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let payload = prost::Message::encode_to_vec(&delay_request(&format!("gone{i}"), 5000));
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&payload);
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        // The unary call ends its request; the stream stays open.
+        body.send_data(Bytes::from(framed), i == 0).unwrap();
+        bodies.push((response, body));
+    }
+    assert!(wait_until(Duration::from_secs(2), || inner.in_flight() == 2).await);
+    driver.abort();
+    drop(bodies);
+    drop(client);
+    assert!(
+        wait_until(Duration::from_secs(3), || inner.in_flight() == 0).await,
+        "closing the connection cancels every call on it"
+    );
+    let mut c = connect(server.addr).await;
+    let response: ModelInferResponse = rpc(&mut c, "ModelInfer", simple_request("after"))
+        .await
+        .unwrap();
+    check_simple(&response);
+}
