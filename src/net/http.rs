@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::event_loop::{ConnRef, Endpoint, Loops, Protocol, Session};
-use super::service::{HttpMsg, HttpService, Responder};
+use super::service::{HttpService, Outbox, OutboxFilled, Responder};
 use super::tls::TlsConfig;
 use crate::protocol::http1;
 
@@ -98,7 +98,7 @@ impl HttpServer {
 
 /// A running HTTP server. Dropping it shuts it down without a grace period.
 pub struct HttpServerHandle {
-    loops: Loops<HttpMsg>,
+    loops: Loops<OutboxFilled>,
 }
 
 impl std::fmt::Debug for HttpServerHandle {
@@ -135,11 +135,13 @@ impl Protocol for Http1 {
     type Session = Http1Session;
     const NAME: &'static str = "HTTP";
 
-    fn open(&self, conn: ConnRef<HttpMsg>, now: Instant) -> Http1Session {
+    fn open(&self, conn: ConnRef<OutboxFilled>, now: Instant) -> Http1Session {
         Http1Session {
             proto: http1::Connection::new(self.config, now),
             service: Arc::clone(&self.service),
             conn,
+            outbox: Arc::default(),
+            applying: Vec::new(),
         }
     }
 }
@@ -148,11 +150,24 @@ impl Protocol for Http1 {
 struct Http1Session {
     proto: http1::Connection,
     service: Arc<dyn HttpService>,
-    conn: ConnRef<HttpMsg>,
+    conn: ConnRef<OutboxFilled>,
+    outbox: Arc<Outbox>,
+    /// The outbox's responses being applied (kept for its capacity).
+    applying: Vec<(u64, http1::Response)>,
+}
+
+impl Http1Session {
+    /// Applies every response the outbox holds, in the order given.
+    fn flush_outbox(&mut self, now: Instant) {
+        self.outbox.take(&mut self.applying);
+        for (seq, response) in self.applying.drain(..) {
+            self.proto.send_response(seq, response, now);
+        }
+    }
 }
 
 impl Session for Http1Session {
-    type Msg = HttpMsg;
+    type Msg = OutboxFilled;
 
     fn recv_buf(&mut self) -> &mut [u8] {
         self.proto.recv_buf()
@@ -166,20 +181,25 @@ impl Session for Http1Session {
         self.proto.handle_eof(now);
     }
 
-    /// Hands every complete request to the service.
-    fn dispatch(&mut self, _now: Instant) {
+    /// Hands every complete request to the service, then applies the
+    /// answers given meanwhile.
+    fn dispatch(&mut self, now: Instant) {
+        self.outbox.set_dispatching(true);
         while let Some(request) = self.proto.poll_request() {
-            let responder = Responder::for_loop(self.conn.clone(), &request);
+            let responder =
+                Responder::for_loop(Arc::clone(&self.outbox), self.conn.clone(), &request);
             // A panicking service must not take the loop down; the responder
             // it dropped while unwinding answers 500.
             if catch_unwind(AssertUnwindSafe(|| self.service.handle(request, responder))).is_err() {
                 log::error!("HTTP service panicked while handling a request");
             }
         }
+        self.outbox.set_dispatching(false);
+        self.flush_outbox(now);
     }
 
-    fn handle_msg(&mut self, msg: HttpMsg, now: Instant) {
-        self.proto.send_response(msg.seq, msg.response, now);
+    fn handle_msg(&mut self, _: OutboxFilled, now: Instant) {
+        self.flush_outbox(now);
     }
 
     fn wants_read(&self) -> bool {

@@ -2,7 +2,8 @@
 //! [`HttpService`] receives each complete request with a [`Responder`], and
 //! completes the responder exactly once, from any thread.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use super::event_loop::ConnRef;
 use crate::core::CancelFlag;
@@ -18,17 +19,62 @@ pub trait HttpService: Send + Sync + 'static {
     fn handle(&self, request: Request, responder: Responder);
 }
 
-/// A response posted back to the connection that asked: the answer to
-/// its request `seq`.
-pub(crate) struct HttpMsg {
-    pub(crate) seq: u64,
-    pub(crate) response: Response,
+/// Posted to a connection's loop when its outbox goes from empty to not
+/// empty.
+pub(crate) struct OutboxFilled;
+
+/// Responses of one connection waiting to be applied, each with the `seq`
+/// of the request it answers, in the order given. The session applies them
+/// at the end of every dispatch, so an answer computed on the loop thread
+/// goes out in the same write; answers given outside a dispatch (from
+/// other threads) also post one [`OutboxFilled`] per batch to get the loop
+/// there.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    responses: Mutex<Vec<(u64, Response)>>,
+    /// The session is handing requests to the service and flushes the
+    /// outbox right after: a responder need not tell the loop.
+    dispatching: AtomicBool,
+}
+
+impl Outbox {
+    /// Queues a response; true when the loop must be told (the outbox was
+    /// empty and no dispatch will flush it).
+    fn push(&self, seq: u64, response: Response) -> bool {
+        let mut responses = self
+            .responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        responses.push((seq, response));
+        // Read under the lock: a session that stopped dispatching cleared
+        // the flag before taking the lock to flush, so a push that still
+        // sees the flag set is taken by that flush.
+        responses.len() == 1 && !self.dispatching.load(Ordering::Acquire)
+    }
+
+    /// Marks the start (`true`) or the end of a dispatch; the session
+    /// flushes after the end.
+    pub(crate) fn set_dispatching(&self, dispatching: bool) {
+        self.dispatching.store(dispatching, Ordering::Release);
+    }
+
+    /// Moves every queued response into `into` (empty), oldest first.
+    pub(crate) fn take(&self, into: &mut Vec<(u64, Response)>) {
+        let mut responses = self
+            .responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *responses, into);
+    }
 }
 
 /// Where a responder delivers.
 enum Sink {
-    /// Back to the event loop that owns the connection.
-    Loop(ConnRef<HttpMsg>),
+    /// Into the outbox of the connection that asked.
+    Loop {
+        outbox: Arc<Outbox>,
+        conn: ConnRef<OutboxFilled>,
+    },
     /// Into a channel (tests and in-process callers).
     Channel(mpsc::Sender<Response>),
 }
@@ -47,9 +93,13 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub(crate) fn for_loop(conn: ConnRef<HttpMsg>, request: &Request) -> Responder {
+    pub(crate) fn for_loop(
+        outbox: Arc<Outbox>,
+        conn: ConnRef<OutboxFilled>,
+        request: &Request,
+    ) -> Responder {
         Responder {
-            sink: Some(Sink::Loop(conn)),
+            sink: Some(Sink::Loop { outbox, conn }),
             seq: request.seq,
             coding: request.response_coding(),
             cancel: request.cancel.clone(),
@@ -93,10 +143,11 @@ impl Responder {
             http1::compress_response(&mut response, coding);
         }
         match sink {
-            Sink::Loop(conn) => conn.post(HttpMsg {
-                seq: self.seq,
-                response,
-            }),
+            Sink::Loop { outbox, conn } => {
+                if outbox.push(self.seq, response) {
+                    conn.post(OutboxFilled);
+                }
+            }
             Sink::Channel(tx) => {
                 // The receiver may be gone; nobody is waiting then.
                 let _ = tx.send(response);
