@@ -53,6 +53,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use flate2::Compression;
 
 use crate::core::CancelFlag;
+use crate::protocol::output::OutputQueue;
 
 /// Most header lines one request may carry; more is answered with 431.
 const MAX_HEADERS: usize = 128;
@@ -805,8 +806,7 @@ pub struct Connection {
     slots: VecDeque<Slot>,
     next_seq: u64,
     ready: VecDeque<Request>,
-    output: VecDeque<Bytes>,
-    output_len: usize,
+    output: OutputQueue,
     /// Last time anything was read or written.
     last_activity: Instant,
     last_read: Instant,
@@ -836,8 +836,7 @@ impl Connection {
             slots: VecDeque::new(),
             next_seq: 0,
             ready: VecDeque::new(),
-            output: VecDeque::new(),
-            output_len: 0,
+            output: OutputQueue::default(),
             last_activity: now,
             last_read: now,
             last_write: now,
@@ -868,7 +867,7 @@ impl Connection {
             ReadState::Body { .. } => true,
             ReadState::Head => {
                 self.slots.len() < self.config.max_pipelined
-                    && self.output_len < self.config.output_high_water
+                    && self.output.len() < self.config.output_high_water
             }
         }
     }
@@ -899,7 +898,7 @@ impl Connection {
 
     /// Bytes waiting to be written.
     pub fn output_len(&self) -> usize {
-        self.output_len
+        self.output.len()
     }
 
     // ----- input -----
@@ -962,25 +961,13 @@ impl Connection {
     }
 
     /// Reports that the first `n` bytes of the pending output were written.
-    pub fn handle_write(&mut self, mut n: usize, now: Instant) {
+    pub fn handle_write(&mut self, n: usize, now: Instant) {
         self.now = now;
         if n > 0 {
             self.last_activity = now;
             self.last_write = now;
         }
-        self.output_len = self.output_len.saturating_sub(n);
-        while n > 0 {
-            let Some(front) = self.output.front_mut() else {
-                break;
-            };
-            if front.len() <= n {
-                n -= front.len();
-                self.output.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
+        self.output.consume(n);
     }
 
     /// Acts on whatever deadline has passed: a head that took too long
@@ -1066,7 +1053,6 @@ impl Connection {
             req.cancel.cancel();
         }
         self.output.clear();
-        self.output_len = 0;
     }
 
     // ----- output -----
@@ -1079,12 +1065,7 @@ impl Connection {
     /// Fills `slices` with the pending output, front first; returns how many
     /// were filled. Write them with one vectored write.
     pub fn poll_transmit<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (slot, chunk) in slices.iter_mut().zip(self.output.iter()) {
-            *slot = IoSlice::new(chunk);
-            n += 1;
-        }
-        n
+        self.output.fill(slices)
     }
 
     /// When [`Connection::handle_timeout`] should next be called.
@@ -1636,8 +1617,7 @@ impl Connection {
                 // to write, not from the last write long ago.
                 self.last_write = self.now;
             }
-            self.output_len += chunk.len();
-            self.output.push_back(chunk);
+            self.output.push(chunk);
         }
     }
 

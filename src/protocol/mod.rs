@@ -6,3 +6,4 @@ pub mod grpc;
 pub mod http1;
 pub mod http2;
 pub mod kserve;
+pub mod output;

@@ -9,7 +9,7 @@ use std::fmt;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::error::{ConnectionError, Error, ErrorCode};
 use super::frame::{
@@ -19,6 +19,7 @@ use super::frame::{
 };
 use super::hpack;
 use super::stream::{Ended, Outgoing, RecentlyClosed, State, Stream};
+use crate::protocol::output::OutputQueue;
 
 /// Stream data is moved into the output until this much is queued; the
 /// rest waits in its stream, where a reset can still drop it and where
@@ -248,8 +249,7 @@ pub struct Connection {
     /// Streams with something queued that may be sendable, in turn.
     ready: VecDeque<StreamId>,
     conn_blocked_since: Option<Instant>,
-    output: VecDeque<Bytes>,
-    output_len: usize,
+    output: OutputQueue,
     scratch: BytesMut,
     queued_total: u64,
     written_total: u64,
@@ -305,8 +305,7 @@ impl Connection {
             pending_update: 0,
             ready: VecDeque::new(),
             conn_blocked_since: None,
-            output: VecDeque::new(),
-            output_len: 0,
+            output: OutputQueue::default(),
             scratch: BytesMut::new(),
             queued_total: 0,
             written_total: 0,
@@ -344,7 +343,7 @@ impl Connection {
     /// Whether the driver should read from the socket now: false once the
     /// connection is closing, and while too much output is queued.
     pub fn wants_read(&self) -> bool {
-        !self.aborted && !self.closing && self.output_len <= self.config.output_high_water
+        !self.aborted && !self.closing && self.output.len() <= self.config.output_high_water
     }
 
     /// Whether there are bytes to write.
@@ -393,7 +392,7 @@ impl Connection {
 
     /// Bytes waiting to be written.
     pub fn output_len(&self) -> usize {
-        self.output_len
+        self.output.len()
     }
 
     // ----- input -----
@@ -439,31 +438,19 @@ impl Connection {
     }
 
     /// Reports that the first `n` bytes of the pending output were written.
-    pub fn handle_write(&mut self, mut n: usize, now: Instant) {
+    pub fn handle_write(&mut self, n: usize, now: Instant) {
         self.now = now;
         if n == 0 {
             return;
         }
         self.last_write = now;
-        self.output_len = self.output_len.saturating_sub(n);
         self.written_total += n as u64;
         while let Some(&mark) = self.control_marks.front()
             && mark <= self.written_total
         {
             self.control_marks.pop_front();
         }
-        while n > 0 {
-            let Some(front) = self.output.front_mut() else {
-                break;
-            };
-            if front.len() <= n {
-                n -= front.len();
-                self.output.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
+        self.output.consume(n);
         self.fill_output();
         self.maybe_finish();
     }
@@ -704,7 +691,6 @@ impl Connection {
         self.closing = true;
         self.drop_all_streams(ErrorCode::CANCEL);
         self.output.clear();
-        self.output_len = 0;
     }
 
     // ----- output -----
@@ -721,12 +707,7 @@ impl Connection {
         if self.aborted {
             return 0;
         }
-        let mut n = 0;
-        for (slot, chunk) in slices.iter_mut().zip(self.output.iter()) {
-            *slot = IoSlice::new(chunk);
-            n += 1;
-        }
-        n
+        self.output.fill(slices)
     }
 
     /// When [`Connection::handle_timeout`] should next be called.
@@ -1340,7 +1321,7 @@ impl Connection {
         if self.closing {
             return;
         }
-        while self.output_len < WRITE_BATCH {
+        while self.output.len() < WRITE_BATCH {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
@@ -1469,9 +1450,8 @@ impl Connection {
             // write, not from the last write long ago.
             self.last_write = self.now;
         }
-        self.output_len += chunk.len();
         self.queued_total += chunk.len() as u64;
-        self.output.push_back(chunk);
+        self.output.push(chunk);
     }
 
     fn push_frame(&mut self, encode: impl FnOnce(&mut BytesMut)) {
