@@ -36,7 +36,7 @@ use crate::core::{
     DataType, Error, InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput, Result,
     Tensor,
 };
-use crate::protocol::kserve::decode::u64_param;
+use crate::protocol::kserve::decode::{leading_int, u64_param};
 
 /// Request parameters starting with `triton_` that clients may send.
 pub const RESERVED_PARAMETERS: &[&str] = &[EMPTY_FINAL_RESPONSE_PARAMETER];
@@ -74,33 +74,9 @@ pub fn parse_model_version(version: &str) -> Result<Option<i64>> {
             "failed to get model version from specified version string '{version}' (details: stol), version should be an integral value > 0"
         ))
     };
-    let t = version.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
-    let (negative, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let end = digits
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    if end == 0 {
+    let Some(Ok(value)) = leading_int(version) else {
         return Err(unreadable());
-    }
-    let mut value: i64 = 0;
-    for b in digits[..end].bytes() {
-        let d = i64::from(b - b'0');
-        value = value
-            .checked_mul(10)
-            .and_then(|v| {
-                if negative {
-                    v.checked_sub(d)
-                } else {
-                    v.checked_add(d)
-                }
-            })
-            .ok_or_else(unreadable)?;
-    }
+    };
     if value < 0 {
         return Err(Error::invalid_arg(format!(
             "invalid model version specified '{version}' , version should be an integral value > 0"

@@ -117,6 +117,12 @@ pub fn json_header_length(value: Option<&str>, body_len: usize) -> Result<usize>
 /// ignoring whatever follows the digits (C's `strtol` rules). `None` when
 /// there are no digits; saturates far outside `i64`.
 pub(crate) fn parse_leading_int(text: &str) -> Option<i64> {
+    leading_int(text).map(|r| r.unwrap_or_else(|saturated| saturated))
+}
+
+/// Like [`parse_leading_int`], but a value outside `i64` is an `Err`
+/// holding the saturated value, for callers that refuse it (C's `stol`).
+pub(crate) fn leading_int(text: &str) -> Option<std::result::Result<i64, i64>> {
     let t = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
     let (negative, digits) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
@@ -134,7 +140,7 @@ pub(crate) fn parse_leading_int(text: &str) -> Option<i64> {
         (acc * 10 + i128::from(b - b'0')).min(i128::from(i64::MAX) + 2)
     });
     let value = if negative { -magnitude } else { magnitude };
-    Some(value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+    Some(i64::try_from(value).map_err(|_| if negative { i64::MIN } else { i64::MAX }))
 }
 
 /// Decodes a JSON or binary-extension request. `header_length` comes from
