@@ -30,6 +30,39 @@ impl TraceLevel {
         tensors: false,
     };
 
+    /// Reads the `count` names of a `trace_level` setting, as both front
+    /// ends receive it. `OFF` must stand alone; unknown names are ignored, as
+    /// Triton ignores them. `None` when no name sets a level (the setting is
+    /// then left as it was). A name the front end could not read is its
+    /// error, returned when reached.
+    pub fn from_names<'a>(
+        names: impl IntoIterator<Item = Result<&'a str>>,
+        count: usize,
+    ) -> Result<Option<TraceLevel>> {
+        let mut parsed = TraceLevel::OFF;
+        let mut any = false;
+        for name in names {
+            match name? {
+                "OFF" if count == 1 => any = true,
+                "OFF" => {
+                    return Err(Error::invalid_arg(
+                        "Expect only one trace level 'OFF' is specified",
+                    ));
+                }
+                "TIMESTAMPS" => {
+                    parsed.timestamps = true;
+                    any = true;
+                }
+                "TENSORS" => {
+                    parsed.tensors = true;
+                    any = true;
+                }
+                _ => {}
+            }
+        }
+        Ok(any.then_some(parsed))
+    }
+
     /// Whether anything is traced.
     pub fn is_enabled(self) -> bool {
         self.timestamps || self.tensors

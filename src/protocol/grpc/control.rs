@@ -295,28 +295,8 @@ fn trace_update(request: &TraceSettingRequest) -> Result<TraceUpdate> {
         if level.value.is_empty() {
             update.level = Change::Clear;
         } else {
-            let mut parsed = TraceLevel::OFF;
-            let mut any = false;
-            for name in &level.value {
-                match name.as_str() {
-                    "OFF" if level.value.len() == 1 => any = true,
-                    "OFF" => {
-                        return Err(Error::invalid_arg(
-                            "Expect only one trace level 'OFF' is specified",
-                        ));
-                    }
-                    "TIMESTAMPS" => {
-                        parsed.timestamps = true;
-                        any = true;
-                    }
-                    "TENSORS" => {
-                        parsed.tensors = true;
-                        any = true;
-                    }
-                    _ => {}
-                }
-            }
-            if any {
+            let names = level.value.iter().map(|n| Ok(n.as_str()));
+            if let Some(parsed) = TraceLevel::from_names(names, level.value.len())? {
                 update.level = Change::Set(parsed);
             }
         }

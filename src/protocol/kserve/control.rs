@@ -299,28 +299,10 @@ pub fn parse_trace_update(body: &[u8]) -> Result<TraceUpdate> {
             update.level = Change::Clear;
         } else {
             let items = level.as_array().ok_or_else(|| internal(NON_ARRAY))?;
-            let mut parsed = TraceLevel::OFF;
-            let mut any = false;
-            for item in items {
-                match item.as_str().ok_or_else(|| internal(NON_STRING))? {
-                    "OFF" if items.len() == 1 => any = true,
-                    "OFF" => {
-                        return Err(Error::invalid_arg(
-                            "Expect only one trace level 'OFF' is specified",
-                        ));
-                    }
-                    "TIMESTAMPS" => {
-                        parsed.timestamps = true;
-                        any = true;
-                    }
-                    "TENSORS" => {
-                        parsed.tensors = true;
-                        any = true;
-                    }
-                    _ => {}
-                }
-            }
-            if any {
+            let names = items
+                .iter()
+                .map(|item| item.as_str().ok_or_else(|| internal(NON_STRING)));
+            if let Some(parsed) = TraceLevel::from_names(names, items.len())? {
                 update.level = Change::Set(parsed);
             }
         }
