@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod builtin;
 
 use std::collections::HashMap;
@@ -78,6 +79,44 @@ pub trait Backend: Send + Sync {
 pub trait ModelInstance: Send {
     /// Runs one request and returns its output tensors.
     fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>>;
+
+    /// Runs several requests as one execution and returns each one's
+    /// outputs (or error), in order. The default runs a single request
+    /// as is and gathers a larger batch into one contiguous tensor per
+    /// input ([`batch::gather`], the one copy batching costs), calls
+    /// [`ModelInstance::execute`] once and splits the outputs back
+    /// ([`batch::scatter`], no copy). A backend that can take the requests'
+    /// tensors where they are overrides this and skips the copy.
+    fn execute_batch(&mut self, batch: &[ExecRequest<'_>]) -> Vec<Result<Vec<Tensor>>> {
+        if let [one] = batch {
+            return vec![self.execute(one)];
+        }
+        let rows: Vec<u64> = batch.iter().map(batch::rows).collect();
+        let outcome = batch::gather(batch).and_then(|inputs| {
+            // Every output any request wants; the scheduler keeps each
+            // request's own.
+            let mut outputs: Vec<String> = Vec::new();
+            for name in batch.iter().flat_map(|r| r.outputs) {
+                if !outputs.contains(name) {
+                    outputs.push(name.clone());
+                }
+            }
+            // The batch goes on while any of its requests is wanted, so it
+            // gets a flag of its own that nobody cancels.
+            let cancel = CancelFlag::default();
+            let produced = self.execute(&ExecRequest {
+                inputs: &inputs,
+                outputs: &outputs,
+                parameters: batch[0].parameters,
+                cancel: &cancel,
+            })?;
+            batch::scatter(produced, &rows)
+        });
+        match outcome {
+            Ok(per_request) => per_request.into_iter().map(Ok).collect(),
+            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
 
     /// Whether `request` is cheap enough (a few microseconds, no blocking)
     /// for the submitting thread, an event loop, to run it itself when this

@@ -32,7 +32,8 @@ pub mod grpc {
 
 pub use inference::{
     ModelConfig, ModelDynamicBatching, ModelEnsembling, ModelInput, ModelInstanceGroup,
-    ModelOutput, ModelParameter, ModelSequenceBatching, ModelTensorReshape, ModelVersionPolicy,
+    ModelOutput, ModelParameter, ModelQueuePolicy, ModelSequenceBatching, ModelTensorReshape,
+    ModelVersionPolicy,
 };
 
 /// The encoded `FileDescriptorSet` of every file in `proto/`, with imports.

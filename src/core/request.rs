@@ -1,8 +1,8 @@
 //! The one request and response type both front ends decode into and encode
 //! from. Nothing below `protocol/` knows which wire a request came from.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::tensor::Tensor;
 
@@ -61,18 +61,72 @@ pub struct RequestedOutput {
 
 /// A shared flag a front end sets when the client goes away; backends and
 /// queues check it to drop work nobody waits for.
-#[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+///
+/// A queue holding the request may register a hook with
+/// [`CancelFlag::on_cancel`]; [`CancelFlag::cancel`] runs it once, on the
+/// cancelling thread, so the queue can let go of the request at once instead
+/// of when it reaches the head. The hook only wakes its owner: it runs on a
+/// front end's thread, which may hold locks of its own.
+#[derive(Clone, Default)]
+pub struct CancelFlag(Arc<CancelState>);
+
+type CancelHook = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    hook: Mutex<Option<CancelHook>>,
+}
 
 impl CancelFlag {
-    /// Marks the request as cancelled.
+    /// Marks the request as cancelled and runs the registered hook, if any.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
+        if self.0.cancelled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let hook = self
+            .0
+            .hook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     /// Whether the request was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Registers `hook` to run when the request is cancelled, replacing an
+    /// earlier one; runs it right away if the request already is.
+    pub fn on_cancel(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut slot = self.0.hook.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_cancelled() {
+            drop(slot);
+            hook();
+        } else {
+            *slot = Some(Box::new(hook));
+        }
+    }
+
+    /// Drops the registered hook (the request left the queue that set it).
+    pub fn clear_hook(&self) {
+        self.0
+            .hook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+impl std::fmt::Debug for CancelFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CancelFlag")
+            .field(&self.is_cancelled())
+            .finish()
     }
 }
 

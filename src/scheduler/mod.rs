@@ -1,65 +1,311 @@
 //! Scheduling: validates requests against a model's configuration, queues
 //! them, and runs them on the model's instances, one thread per instance.
 //!
-//! The direct scheduler here is first-come first-served: every instance
-//! thread takes the oldest queued request when it is free. Requests whose
-//! client went away are dropped when they reach the head of the queue, and
-//! a backend that panics fails only the request it was running (the
-//! instance is then re-created). Completions are callbacks: the front end
-//! decides how to get back to its event loop.
+//! The core here owns the threads; a [`Policy`] decides what runs when.
+//! Instance threads *pull*: a free instance asks the policy for its next
+//! batch, and the policy answers with a batch, a moment to ask again, or
+//! nothing. The policies are pure (time is an argument) and unit-tested
+//! with a simulated clock:
+//! - [`dynamic_batcher::DynamicBatcher`]: priority levels, queue policies
+//!   and batch forming for `dynamic_batching`; with batches of one request
+//!   it is also the plain first-come first-served queue of a model without
+//!   a batcher.
 //!
-//! Caller-runs: when nothing is queued, an instance is idle, and the
-//! instance says this request is cheap ([`ModelInstance::runs_inline`], for
-//! example `add_sub` on a few elements), the submitting thread runs it
-//! itself instead of handing it to the instance's thread and waiting for
-//! the answer to come back. That saves two thread wake-ups (tens of
-//! microseconds, most of a small request's latency) without changing the
-//! order of work or the one-execution-at-a-time rule of an instance: the
-//! instance sits behind a mutex that whichever thread runs it holds.
+//! One more thread per model version, the timekeeper, applies queue
+//! timeouts on time and lets go of cancelled requests at once: a request's
+//! [`crate::core::CancelFlag`] pokes it when the client goes away, so a
+//! cancelled request leaves the queue (and frees its buffers) even while
+//! every instance is busy. Cancelled, refused and timed-out requests are
+//! completed with their error and counted by reason.
+//!
+//! A batch runs through [`ModelInstance::execute_batch`]; the backend
+//! decides whether the batch's inputs must be gathered into contiguous
+//! buffers. A backend that panics fails only the batch it was running and
+//! the instance is re-created. With `preserve_ordering`, responses leave in
+//! the order the requests were admitted, whichever instance finished first.
+//! Completions are callbacks: the front end decides how to get back to its
+//! event loop.
+//!
+//! Caller-runs: for a model without a batcher, when nothing is queued, an
+//! instance is idle, and the instance says this request is cheap
+//! ([`ModelInstance::runs_inline`], for example `add_sub` on a few
+//! elements), the submitting thread runs it itself instead of handing it to
+//! the instance's thread and waiting for the answer to come back. That
+//! saves two thread wake-ups (tens of microseconds, most of a small
+//! request's latency) without changing the order of work or the
+//! one-execution-at-a-time rule of an instance: the instance sits behind a
+//! mutex that whichever thread runs it holds.
+//!
+//! Instances: every `instance_group` contributes `count` instances (per
+//! listed GPU for `KIND_GPU`), named `<group>_<n>` as Triton names them;
+//! their placement is recorded ([`Placement`]) and logged.
 
+pub mod dynamic_batcher;
 pub mod stats;
 pub mod validate;
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::backend::{Backend, ExecRequest, ModelContext, ModelInstance};
-use crate::core::{Code, Error, InferRequest, InferResponse, Result};
-use stats::{Execution, ModelStats, StatsCollector};
+use crate::core::proto::ModelConfig;
+use crate::core::proto::inference::model_instance_group::Kind as GroupKind;
+use crate::core::{Code, Error, InferRequest, InferResponse, Result, Tensor};
+use stats::{
+    DispatchReason, ExecutionTiming, FailureReason, ModelStats, RequestTiming, StatsCollector,
+};
 
 /// Called exactly once with the request's outcome, on whichever thread
 /// finished it.
 pub type Completion = Box<dyn FnOnce(Result<InferResponse>) + Send>;
 
-struct Job {
-    request: InferRequest,
+/// A validated request on its way through a policy.
+pub(crate) struct Job {
+    /// The request; a policy may add inputs (control tensors, state) when
+    /// it hands the job out.
+    pub request: InferRequest,
     /// Output names to return, in response order (already validated).
-    outputs: Vec<String>,
-    complete: Completion,
-    enqueued: Instant,
+    pub outputs: Vec<String>,
+    /// `None` for a filler row a policy made up: never answered, not
+    /// counted.
+    pub complete: Option<Completion>,
+    /// Arrival at the scheduler.
+    pub enqueued: Instant,
+    /// Batch rows the request carries (1 when the model does not batch).
+    pub rows: u64,
+    /// Priority level (1 = highest) the dynamic batcher put it at.
+    pub priority: u32,
+    /// When it times out in the queue, if it can.
+    pub deadline: Option<Instant>,
+    /// Free for the policy.
+    pub tag: u64,
+    /// Position in the response order under `preserve_ordering`.
+    order: Option<u64>,
 }
 
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
-    closed: bool,
+impl Job {
+    /// A job for `request` with its validated `outputs`, arriving `now`.
+    pub(crate) fn new(
+        request: InferRequest,
+        outputs: Vec<String>,
+        complete: Option<Completion>,
+        rows: u64,
+        now: Instant,
+    ) -> Job {
+        Job {
+            request,
+            outputs,
+            complete,
+            enqueued: now,
+            rows,
+            priority: 0,
+            deadline: None,
+            tag: 0,
+            order: None,
+        }
+    }
+}
+
+/// Jobs for one execution, and why they were dispatched.
+pub(crate) struct Batch {
+    /// In row order.
+    pub jobs: Vec<Job>,
+    /// Recorded in the statistics and metrics.
+    pub reason: DispatchReason,
+}
+
+/// A policy's answer to a free instance.
+pub(crate) enum Next {
+    /// Run this.
+    Run(Batch),
+    /// Nothing yet; ask again at this moment (or when a request arrives).
+    Until(Instant),
+    /// Nothing until a request arrives.
+    Idle,
+}
+
+/// A job a policy refuses or drops, with the error to complete it with.
+pub(crate) struct Refused {
+    /// The job.
+    pub job: Job,
+    /// What its client gets.
+    pub error: Error,
+    /// The failure's `reason` label.
+    pub reason: FailureReason,
+}
+
+impl Refused {
+    /// A job dropped because its client cancelled it.
+    pub(crate) fn cancelled(job: Job) -> Refused {
+        Refused {
+            job,
+            error: Error::new(Code::Cancelled, "request was cancelled"),
+            reason: FailureReason::Canceled,
+        }
+    }
+}
+
+/// Which instance thread an admitted job should wake.
+pub(crate) enum Wake {
+    /// Any idle one.
+    Any,
+    /// This one (a job bound to an instance).
+    Instance(usize),
+    /// None: the job waits for something else.
+    Nobody,
+}
+
+/// The outcome of admitting a job.
+pub(crate) struct Admitted {
+    /// Whom to wake.
+    pub wake: Wake,
+    /// The job's queue timeout, for the timekeeper.
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// What runs when. Called under the scheduler's lock, so every method is
+/// short; pure (time is an argument), so it is tested with a simulated
+/// clock.
+pub(crate) trait Policy: Send {
+    /// Takes a validated job, or refuses it.
+    fn admit(&mut self, job: Job, now: Instant) -> Result<Admitted, Refused>;
+    /// The next batch for free instance `instance`; jobs dropped on the way
+    /// (cancelled, timed out) go to `dropped`.
+    fn next(&mut self, instance: usize, now: Instant, dropped: &mut Vec<Refused>) -> Next;
+    /// Housekeeping with no instance involved (cancelled and timed-out
+    /// jobs, abandoned state); returns when to call it again.
+    fn expire(&mut self, now: Instant, dropped: &mut Vec<Refused>) -> Option<Instant>;
+    /// A queued job was cancelled: the next `next` or `expire` sweeps.
+    fn cancelled(&mut self) {}
+    /// Whether [`Policy::executed`] needs calling (it costs a lock).
+    fn observes_outputs(&self) -> bool {
+        false
+    }
+    /// After a batch ran: every job's outputs as the backend produced
+    /// them, before they are narrowed to the requested ones.
+    fn executed(&mut self, _instance: usize, _jobs: &[Job], _produced: &[Result<Vec<Tensor>>]) {}
+    /// Jobs waiting.
+    fn pending(&self) -> usize;
+    /// The scheduler is shutting down: dispatch what is queued without
+    /// waiting for batches to fill.
+    fn close(&mut self) {}
+    /// Hands every job still held to `dropped` (shutdown).
+    fn drain(&mut self, dropped: &mut Vec<Refused>);
+}
+
+/// Where one instance runs, as its instance group placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `<group name>_<n>`.
+    pub name: String,
+    /// KIND_CPU, KIND_GPU or KIND_MODEL (AUTO is resolved at load).
+    pub kind: GroupKind,
+    /// The GPU of a KIND_GPU instance.
+    pub device: Option<i32>,
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.kind, self.device) {
+            (GroupKind::Gpu, Some(device)) => write!(f, "{} (GPU device {device})", self.name),
+            (GroupKind::Model, _) => write!(f, "{} (device chosen by the model)", self.name),
+            _ => write!(f, "{} (CPU)", self.name),
+        }
+    }
+}
+
+/// Every instance a configuration asks for, in group order: `count` per
+/// group, per listed GPU for KIND_GPU; one CPU instance when no group is
+/// configured.
+pub fn placements(config: &ModelConfig) -> Vec<Placement> {
+    let mut all = Vec::new();
+    for group in &config.instance_group {
+        let kind = GroupKind::try_from(group.kind).unwrap_or(GroupKind::Cpu);
+        let devices: Vec<Option<i32>> = if kind == GroupKind::Gpu && !group.gpus.is_empty() {
+            group.gpus.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut n = 0;
+        for device in devices {
+            for _ in 0..group.count.max(1) {
+                all.push(Placement {
+                    name: format!("{}_{n}", group.name),
+                    kind: if kind == GroupKind::Auto {
+                        GroupKind::Cpu
+                    } else {
+                        kind
+                    },
+                    device,
+                });
+                n += 1;
+            }
+        }
+    }
+    if all.is_empty() {
+        all.push(Placement {
+            name: format!("{}_0", config.name),
+            kind: GroupKind::Cpu,
+            device: None,
+        });
+    }
+    all
 }
 
 /// An instance, once its thread has created it. Whoever executes it holds
 /// the lock.
 type Slot = Mutex<Option<Box<dyn ModelInstance>>>;
 
+struct State {
+    policy: Box<dyn Policy>,
+    closed: bool,
+    /// Instance threads waiting for work, most recently idle last.
+    idle: Vec<usize>,
+    /// When the timekeeper will look next (None: only when poked).
+    timekeeper_at: Option<Instant>,
+    /// Something for the timekeeper to look at now.
+    timekeeper_poked: bool,
+    /// Next position in the response order (`preserve_ordering`).
+    next_order: u64,
+}
+
+impl State {
+    fn not_idle(&mut self, index: usize) {
+        if let Some(pos) = self.idle.iter().position(|&i| i == index) {
+            self.idle.remove(pos);
+        }
+    }
+}
+
+/// Responses held back until every earlier one has left
+/// (`preserve_ordering`).
+#[derive(Default)]
+struct OrderGate {
+    next: u64,
+    held: BTreeMap<u64, (Completion, Result<InferResponse>)>,
+}
+
 struct Shared {
     ctx: ModelContext,
     backend: Arc<dyn Backend>,
     stats: StatsCollector,
-    queue: Mutex<Queue>,
-    ready: Condvar,
+    placements: Vec<Placement>,
+    state: Mutex<State>,
+    /// One per instance thread.
+    wake: Vec<Condvar>,
+    timekeeper: Condvar,
     slots: Vec<Slot>,
+    /// Present under `preserve_ordering`. Completions are called with it
+    /// held, so they leave strictly in order.
+    order: Option<Mutex<OrderGate>>,
+    /// Caller-runs is allowed (no batcher).
+    inline_ok: bool,
+    /// The policy wants [`Policy::executed`].
+    observe: bool,
 }
 
 /// Runs one model version's instances and feeds them requests.
@@ -77,33 +323,52 @@ impl std::fmt::Debug for ModelScheduler {
     }
 }
 
-/// Total instance count over the configuration's instance groups (one when
-/// none is configured).
-fn instance_count(ctx: &ModelContext) -> usize {
-    let total: i64 = ctx
-        .config
-        .instance_group
-        .iter()
-        .map(|g| i64::from(g.count.max(1)))
-        .sum();
-    usize::try_from(total).unwrap_or(1).max(1)
+/// The policy a configuration asks for.
+fn policy_for(config: &ModelConfig) -> Box<dyn Policy> {
+    Box::new(dynamic_batcher::DynamicBatcher::new(config))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while a lock is held is caught at the backend boundary, so a
+    // poisoned lock still guards consistent data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ModelScheduler {
     /// Creates every instance (each on its own thread) and returns once all
     /// are ready, or with the first instance's error after stopping the rest.
     pub fn start(ctx: ModelContext, backend: Arc<dyn Backend>) -> Result<ModelScheduler> {
-        let count = instance_count(&ctx);
+        use crate::core::proto::inference::model_config::SchedulingChoice;
+        let placements = placements(&ctx.config);
+        let count = placements.len();
+        let policy = policy_for(&ctx.config);
+        let batching = ctx.config.scheduling_choice.is_some();
+        let preserve = matches!(
+            &ctx.config.scheduling_choice,
+            Some(SchedulingChoice::DynamicBatching(db)) if db.preserve_ordering
+        );
         let shared = Arc::new(Shared {
+            observe: policy.observes_outputs(),
+            state: Mutex::new(State {
+                policy,
+                closed: false,
+                idle: Vec::with_capacity(count),
+                timekeeper_at: None,
+                timekeeper_poked: false,
+                next_order: 0,
+            }),
+            wake: (0..count).map(|_| Condvar::new()).collect(),
+            timekeeper: Condvar::new(),
+            slots: (0..count).map(|_| Mutex::new(None)).collect(),
+            order: preserve.then(|| Mutex::new(OrderGate::default())),
+            inline_ok: !batching,
+            placements,
             ctx,
             backend,
             stats: StatsCollector::default(),
-            queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
-            slots: (0..count).map(|_| Mutex::new(None)).collect(),
         });
         let (report, reports) = mpsc::channel::<Result<()>>();
-        let mut threads = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count + 1);
         for index in 0..count {
             let thread_shared = Arc::clone(&shared);
             let thread_report = report.clone();
@@ -136,6 +401,17 @@ impl ModelScheduler {
             }
         }
         drop(report);
+        let keeper_shared = Arc::clone(&shared);
+        match std::thread::Builder::new()
+            .name(format!("nereid-{}-timer", shared.ctx.name))
+            .spawn(move || run_timekeeper(&keeper_shared))
+        {
+            Ok(handle) => threads.push(handle),
+            Err(e) => log::error!(
+                "model '{}': cannot start its timekeeper thread ({e}); queue timeouts apply only when an instance looks at the queue",
+                shared.ctx.name
+            ),
+        }
         let scheduler = ModelScheduler {
             shared,
             threads: Mutex::new(threads),
@@ -155,7 +431,16 @@ impl ModelScheduler {
             }
         }
         match first_error {
-            None => Ok(scheduler),
+            None => {
+                for p in &scheduler.shared.placements {
+                    log::info!(
+                        "model '{}' version {}: instance {p} ready",
+                        scheduler.shared.ctx.name,
+                        scheduler.shared.ctx.version
+                    );
+                }
+                Ok(scheduler)
+            }
             Some(e) => {
                 scheduler.shutdown();
                 Err(e)
@@ -168,47 +453,96 @@ impl ModelScheduler {
         &self.shared.ctx
     }
 
+    /// Where each instance runs.
+    pub fn placements(&self) -> &[Placement] {
+        &self.shared.placements
+    }
+
     /// Validates `request` and queues it; `complete` is called exactly once,
     /// with the validation error right away if there is one.
     pub fn submit(&self, request: InferRequest, complete: Completion) {
         let received = Instant::now();
-        let outputs = match validate::validate(&self.shared.ctx.config, &request) {
+        let shared = &self.shared;
+        let outputs = match validate::validate(&shared.ctx.config, &request) {
             Ok(outputs) => outputs,
             Err(e) => {
-                self.shared.stats.record_failure(received.elapsed());
+                shared
+                    .stats
+                    .record_failure(received.elapsed(), FailureReason::Other);
                 return complete(Err(e));
             }
         };
-        let job = Job {
-            request,
-            outputs,
-            complete,
-            enqueued: received,
-        };
-        let mut queue = lock(&self.shared.queue);
-        if queue.closed {
-            drop(queue);
-            self.shared.stats.record_failure(received.elapsed());
-            return (job.complete)(Err(Error::unavailable(format!(
-                "model '{}' version {} is unloading",
-                self.shared.ctx.name, self.shared.ctx.version
-            ))));
-        }
-        if queue.jobs.is_empty() {
-            // Caller-runs (see the module doc). The queue lock is released
-            // first, so instance threads are never blocked behind it.
-            drop(queue);
-            let job = match self.try_run_inline(job) {
-                None => return,
-                Some(job) => job,
+        let rows = request_rows(&shared.ctx.config, &request);
+        let mut job = Job::new(request, outputs, Some(complete), rows, received);
+        if shared.inline_ok {
+            let quiet = {
+                let st = lock(&shared.state);
+                !st.closed && st.policy.pending() == 0
             };
-            queue = lock(&self.shared.queue);
-            queue.jobs.push_back(job);
-        } else {
-            queue.jobs.push_back(job);
+            // Caller-runs (see the module doc). The state lock is released
+            // first, so instance threads are never blocked behind it.
+            if quiet {
+                job = match self.try_run_inline(job) {
+                    None => return,
+                    Some(job) => job,
+                };
+            }
         }
-        drop(queue);
-        self.shared.ready.notify_one();
+        self.enqueue(job);
+    }
+
+    /// Hands `job` to the policy, or completes it with the refusal.
+    fn enqueue(&self, mut job: Job) {
+        let shared = &self.shared;
+        let cancel = job.request.cancel.clone();
+        let mut st = lock(&shared.state);
+        if st.closed {
+            drop(st);
+            let error = Error::unavailable(format!(
+                "model '{}' version {} is unloading",
+                shared.ctx.name, shared.ctx.version
+            ));
+            return finish_refused(
+                shared,
+                Refused {
+                    job,
+                    error,
+                    reason: FailureReason::Other,
+                },
+            );
+        }
+        if shared.order.is_some() {
+            job.order = Some(st.next_order);
+            st.next_order += 1;
+        }
+        match st.policy.admit(job, Instant::now()) {
+            Ok(admitted) => {
+                wake(shared, &mut st, admitted.wake);
+                if let Some(deadline) = admitted.deadline {
+                    if st.timekeeper_at.is_none_or(|at| deadline < at) {
+                        st.timekeeper_at = Some(deadline);
+                        shared.timekeeper.notify_one();
+                    }
+                }
+            }
+            Err(refused) => {
+                drop(st);
+                return finish_refused(shared, refused);
+            }
+        }
+        drop(st);
+        // Registered with the lock released: the hook takes it, and runs
+        // at once if the request is already cancelled.
+        let weak: Weak<Shared> = Arc::downgrade(shared);
+        cancel.on_cancel(move || {
+            if let Some(shared) = weak.upgrade() {
+                let mut st = lock(&shared.state);
+                st.policy.cancelled();
+                st.timekeeper_poked = true;
+                drop(st);
+                shared.timekeeper.notify_one();
+            }
+        });
     }
 
     /// Runs `job` on this thread if an instance is idle and takes it as
@@ -221,19 +555,54 @@ impl ModelScheduler {
             let Some(instance) = guard.as_mut() else {
                 continue;
             };
-            let exec = ExecRequest {
-                inputs: &job.request.inputs,
-                outputs: &job.outputs,
-                parameters: &job.request.parameters,
-                cancel: &job.request.cancel,
-            };
+            let exec = exec_request(&job);
             if !instance.runs_inline(&exec) {
                 return Some(job);
             }
-            execute_job(&self.shared, index, &mut guard, job);
+            let batch = Batch {
+                jobs: vec![job],
+                reason: DispatchReason::Single,
+            };
+            run_batch(&self.shared, index, &mut guard, batch);
             return None;
         }
         Some(job)
+    }
+
+    /// Runs each sample once on every instance, directly (the queue is not
+    /// involved), and returns the first error: model warmup, before the
+    /// version is published.
+    pub fn warmup(&self, samples: &[InferRequest]) -> Result<()> {
+        let ctx = &self.shared.ctx;
+        for (index, slot) in self.shared.slots.iter().enumerate() {
+            let mut guard = lock(slot);
+            let Some(instance) = guard.as_mut() else {
+                return Err(Error::internal(format!(
+                    "model '{}' instance {} is not available for warmup",
+                    ctx.name, self.shared.placements[index].name
+                )));
+            };
+            for sample in samples {
+                let outputs = validate::validate(&ctx.config, sample)?;
+                let exec = ExecRequest {
+                    inputs: &sample.inputs,
+                    outputs: &outputs,
+                    parameters: &sample.parameters,
+                    cancel: &sample.cancel,
+                };
+                let produced = catch_unwind(AssertUnwindSafe(|| instance.execute(&exec)))
+                    .map_err(|payload| {
+                        Error::internal(format!(
+                            "model '{}' instance {} panicked during warmup: {}",
+                            ctx.name,
+                            self.shared.placements[index].name,
+                            panic_message(payload.as_ref())
+                        ))
+                    })??;
+                validate::collect_outputs(&ctx.config, produced, &outputs)?;
+            }
+        }
+        Ok(())
     }
 
     /// This model version's statistics so far.
@@ -243,14 +612,22 @@ impl ModelScheduler {
 
     /// Requests queued and not yet taken by an instance.
     pub fn queued(&self) -> usize {
-        lock(&self.shared.queue).jobs.len()
+        lock(&self.shared.state).policy.pending()
     }
 
-    /// Stops taking requests, lets the instances finish what is queued, and
-    /// joins their threads. Idempotent.
+    /// Stops taking requests, lets the instances finish what is queued
+    /// (batches go out without waiting to fill), and joins the threads.
+    /// Idempotent.
     pub fn shutdown(&self) {
-        lock(&self.shared.queue).closed = true;
-        self.shared.ready.notify_all();
+        {
+            let mut st = lock(&self.shared.state);
+            st.closed = true;
+            st.policy.close();
+        }
+        for cv in &self.shared.wake {
+            cv.notify_all();
+        }
+        self.shared.timekeeper.notify_all();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
@@ -264,6 +641,22 @@ impl Drop for ModelScheduler {
     }
 }
 
+/// Wakes the instance thread `w` names, if it is waiting.
+fn wake(shared: &Shared, st: &mut State, w: Wake) {
+    let index = match w {
+        Wake::Any => st.idle.pop(),
+        Wake::Instance(i) => st
+            .idle
+            .iter()
+            .position(|&x| x == i)
+            .map(|pos| st.idle.remove(pos)),
+        Wake::Nobody => None,
+    };
+    if let Some(i) = index {
+        shared.wake[i].notify_one();
+    }
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
@@ -272,10 +665,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
-/// The request's batch size: the first dimension of its inputs when the
+/// The rows a request carries: the first dimension of its inputs when the
 /// model batches, 1 otherwise.
-fn batch_size(ctx: &ModelContext, request: &InferRequest) -> u64 {
-    if ctx.config.max_batch_size > 0 {
+fn request_rows(config: &ModelConfig, request: &InferRequest) -> u64 {
+    if config.max_batch_size > 0 {
         request
             .inputs
             .first()
@@ -286,76 +679,196 @@ fn batch_size(ctx: &ModelContext, request: &InferRequest) -> u64 {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while a lock is held is caught at the backend boundary, so a
-    // poisoned lock still guards consistent data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+fn exec_request(job: &Job) -> ExecRequest<'_> {
+    ExecRequest {
+        inputs: &job.request.inputs,
+        outputs: &job.outputs,
+        parameters: &job.request.parameters,
+        cancel: &job.request.cancel,
+    }
 }
 
-/// An instance thread: takes the oldest job whenever it is free.
-fn run_instance(shared: &Shared, index: usize) {
+/// Completes `job` (unless it is a filler), in admission order under
+/// `preserve_ordering`.
+fn finish(shared: &Shared, job: Job, result: Result<InferResponse>) {
+    let Some(complete) = job.complete else {
+        return;
+    };
+    let (Some(gate), Some(position)) = (&shared.order, job.order) else {
+        return complete(result);
+    };
+    let mut gate = lock(gate);
+    gate.held.insert(position, (complete, result));
     loop {
-        let job = {
-            let mut queue = lock(&shared.queue);
+        let next = gate.next;
+        let Some((complete, result)) = gate.held.remove(&next) else {
+            break;
+        };
+        gate.next += 1;
+        complete(result);
+    }
+}
+
+fn finish_refused(shared: &Shared, refused: Refused) {
+    let Refused { job, error, reason } = refused;
+    if job.complete.is_some() {
+        shared.stats.record_failure(job.enqueued.elapsed(), reason);
+    }
+    finish(shared, job, Err(error));
+}
+
+/// Where an instance thread is in its loop.
+enum Step {
+    Run(Batch),
+    Exit,
+    /// Dropped jobs to complete before asking again.
+    Complete,
+}
+
+/// An instance thread: asks the policy for work whenever it is free.
+fn run_instance(shared: &Shared, index: usize) {
+    let mut dropped = Vec::new();
+    loop {
+        let step = {
+            let mut st = lock(&shared.state);
             loop {
-                if let Some(job) = queue.jobs.pop_front() {
-                    break job;
-                }
-                if queue.closed {
-                    drop(queue);
-                    // The instance goes with its thread, not with the last
-                    // handle on the scheduler.
-                    drop(lock(&shared.slots[index]).take());
-                    return;
-                }
-                queue = shared
-                    .ready
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
+                st.not_idle(index);
+                let now = Instant::now();
+                let next = st.policy.next(index, now, &mut dropped);
+                let waiting = match next {
+                    Next::Run(batch) => break Step::Run(batch),
+                    _ if !dropped.is_empty() => break Step::Complete,
+                    Next::Until(_) | Next::Idle if st.closed => {
+                        if st.policy.pending() == 0 {
+                            break Step::Exit;
+                        }
+                        st.policy.drain(&mut dropped);
+                        break Step::Complete;
+                    }
+                    Next::Until(at) => Some(at.saturating_duration_since(now)),
+                    Next::Idle => None,
+                };
+                st.idle.push(index);
+                st = match waiting {
+                    Some(wait) => {
+                        shared.wake[index]
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    None => shared.wake[index]
+                        .wait(st)
+                        .unwrap_or_else(PoisonError::into_inner),
+                };
             }
         };
-        let mut slot = lock(&shared.slots[index]);
-        execute_job(shared, index, &mut slot, job);
+        for refused in dropped.drain(..) {
+            finish_refused(shared, refused);
+        }
+        match step {
+            Step::Run(batch) => {
+                let mut slot = lock(&shared.slots[index]);
+                run_batch(shared, index, &mut slot, batch);
+            }
+            Step::Complete => {}
+            Step::Exit => {
+                // The instance goes with its thread, not with the last
+                // handle on the scheduler.
+                drop(lock(&shared.slots[index]).take());
+                return;
+            }
+        }
     }
 }
 
-/// Runs one job on the instance in `slot` (held by the caller) and
-/// completes it.
-fn execute_job(shared: &Shared, index: usize, slot: &mut Option<Box<dyn ModelInstance>>, job: Job) {
-    let ctx = &shared.ctx;
-    let Job {
-        request,
-        outputs,
-        complete,
-        enqueued,
-    } = job;
-    let dequeued = Instant::now();
-    if request.cancel.is_cancelled() {
-        shared.stats.record_failure(enqueued.elapsed());
-        return complete(Err(Error::new(Code::Cancelled, "request was cancelled")));
+/// The timekeeper thread: queue timeouts and cancellations, on time.
+fn run_timekeeper(shared: &Shared) {
+    let mut dropped = Vec::new();
+    loop {
+        {
+            let mut st = lock(&shared.state);
+            loop {
+                if st.closed {
+                    return;
+                }
+                st.timekeeper_poked = false;
+                let now = Instant::now();
+                st.timekeeper_at = st.policy.expire(now, &mut dropped);
+                if !dropped.is_empty() {
+                    // A dropped job may have been holding a batch back.
+                    wake(shared, &mut st, Wake::Any);
+                    break;
+                }
+                st = match st.timekeeper_at {
+                    Some(at) => {
+                        shared
+                            .timekeeper
+                            .wait_timeout(st, at.saturating_duration_since(now))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    None => shared
+                        .timekeeper
+                        .wait(st)
+                        .unwrap_or_else(PoisonError::into_inner),
+                };
+            }
+        }
+        for refused in dropped.drain(..) {
+            finish_refused(shared, refused);
+        }
     }
+}
+
+/// Runs `batch` on the instance in `slot` (held by the caller) and
+/// completes its jobs.
+fn run_batch(
+    shared: &Shared,
+    index: usize,
+    slot: &mut Option<Box<dyn ModelInstance>>,
+    batch: Batch,
+) {
+    let ctx = &shared.ctx;
+    let dequeued = Instant::now();
+    let Batch { jobs, reason } = batch;
     let Some(instance) = slot.as_mut() else {
-        shared.stats.record_failure(enqueued.elapsed());
-        return complete(Err(Error::internal(format!(
-            "model '{}' instance {index} is not available",
-            ctx.name
-        ))));
+        for job in jobs {
+            let error = Error::internal(format!(
+                "model '{}' instance {} is not available",
+                ctx.name, shared.placements[index].name
+            ));
+            finish_refused(
+                shared,
+                Refused {
+                    job,
+                    error,
+                    reason: FailureReason::Other,
+                },
+            );
+        }
+        return;
     };
-    let exec = ExecRequest {
-        inputs: &request.inputs,
-        outputs: &outputs,
-        parameters: &request.parameters,
-        cancel: &request.cancel,
-    };
+    let execs: Vec<ExecRequest<'_>> = jobs.iter().map(exec_request).collect();
     let infer_start = Instant::now();
-    let executed = catch_unwind(AssertUnwindSafe(|| instance.execute(&exec)));
+    let executed = catch_unwind(AssertUnwindSafe(|| instance.execute_batch(&execs)));
     let infer_end = Instant::now();
-    let result = match executed {
-        Ok(r) => r.and_then(|produced| validate::collect_outputs(&ctx.config, produced, &outputs)),
+    drop(execs);
+    let results: Vec<Result<Vec<Tensor>>> = match executed {
+        Ok(results) if results.len() == jobs.len() => results,
+        Ok(results) => {
+            let e = Error::internal(format!(
+                "model '{}' returned {} results for a batch of {} requests",
+                ctx.name,
+                results.len(),
+                jobs.len()
+            ));
+            jobs.iter().map(|_| Err(e.clone())).collect()
+        }
         Err(payload) => {
             let msg = panic_message(payload.as_ref());
+            let name = &shared.placements[index].name;
             log::error!(
-                "model '{}' version {} instance {index} panicked: {msg}",
+                "model '{}' version {} instance {name} panicked: {msg}",
                 ctx.name,
                 ctx.version
             );
@@ -363,35 +876,70 @@ fn execute_job(shared: &Shared, index: usize, slot: &mut Option<Box<dyn ModelIns
             match shared.backend.create_instance(ctx, index) {
                 Ok(fresh) => *slot = Some(fresh),
                 Err(e) => log::error!(
-                    "model '{}' instance {index} could not be re-created after a panic, keeping the old one: {e}",
+                    "model '{}' instance {name} could not be re-created after a panic, keeping the old one: {e}",
                     ctx.name
                 ),
             }
-            Err(Error::internal(format!(
+            let e = Error::internal(format!(
                 "model '{}' version {} failed: the backend panicked: {msg}",
                 ctx.name, ctx.version
-            )))
+            ));
+            jobs.iter().map(|_| Err(e.clone())).collect()
         }
     };
-    let done = Instant::now();
-    match &result {
-        Ok(_) => shared.stats.record_success(&Execution {
-            batch_size: batch_size(ctx, &request),
-            total: done - enqueued,
-            queue: dequeued - enqueued,
-            compute_input: infer_start - dequeued,
-            compute_infer: infer_end - infer_start,
-            compute_output: done - infer_end,
-        }),
-        Err(_) => shared.stats.record_failure(done - enqueued),
+    if shared.observe {
+        lock(&shared.state).policy.executed(index, &jobs, &results);
     }
-    complete(result.map(|outputs| InferResponse {
-        model_name: ctx.name.clone(),
-        model_version: ctx.version,
-        id: request.id,
-        outputs,
-        parameters: Default::default(),
-    }));
+    let mut rows = 0;
+    let mut finished = Vec::with_capacity(jobs.len());
+    for (job, result) in jobs.into_iter().zip(results) {
+        rows += job.rows;
+        let result = result
+            .and_then(|produced| validate::collect_outputs(&ctx.config, produced, &job.outputs));
+        finished.push((job, result));
+    }
+    let done = Instant::now();
+    shared.stats.record_execution(&ExecutionTiming {
+        batch_size: rows,
+        reason,
+        compute_input: infer_start - dequeued,
+        compute_infer: infer_end - infer_start,
+        compute_output: done - infer_end,
+    });
+    for (job, result) in finished {
+        if job.complete.is_none() {
+            continue;
+        }
+        match result {
+            Ok(outputs) => {
+                shared.stats.record_success(&RequestTiming {
+                    batch_size: job.rows,
+                    total: done - job.enqueued,
+                    queue: dequeued - job.enqueued,
+                    compute_input: infer_start - dequeued,
+                    compute_infer: infer_end - infer_start,
+                    compute_output: done - infer_end,
+                });
+                let response = InferResponse {
+                    model_name: ctx.name.clone(),
+                    model_version: ctx.version,
+                    id: job.request.id.clone(),
+                    outputs,
+                    parameters: Default::default(),
+                };
+                finish(shared, job, Ok(response));
+            }
+            Err(error) => {
+                let reason = if error.code() == Code::Cancelled {
+                    FailureReason::Canceled
+                } else {
+                    FailureReason::Backend
+                };
+                shared.stats.record_failure(done - job.enqueued, reason);
+                finish(shared, job, Err(error));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
