@@ -363,8 +363,10 @@ impl Shared {
 
     /// Ends the call with `status` and drops the work it still has queued.
     fn fail(&self, status: &Status) {
-        self.cancel.cancel();
+        // Finished first: cancelling wakes the scheduler, which may complete
+        // the queued work with CANCELLED on another thread at once.
         self.lock().finish(status);
+        self.cancel.cancel();
     }
 }
 
