@@ -1325,4 +1325,230 @@ mod tests {
         let e = start(config("x", "nope", DataType::Int32, 1, 0)).unwrap_err();
         assert!(e.message().contains("backend 'nope'"), "{e}");
     }
+
+    /// A backend whose instances meet at a barrier: a batch of requests
+    /// completes only if that many instances execute at the same time.
+    struct Rendezvous {
+        barrier: Arc<std::sync::Barrier>,
+        executions: Arc<Mutex<Vec<usize>>>,
+    }
+
+    struct RendezvousInstance {
+        index: usize,
+        barrier: Arc<std::sync::Barrier>,
+        executions: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Backend for Rendezvous {
+        fn name(&self) -> &str {
+            "rendezvous"
+        }
+
+        fn create_instance(
+            &self,
+            _ctx: &ModelContext,
+            index: usize,
+        ) -> Result<Box<dyn ModelInstance>> {
+            Ok(Box::new(RendezvousInstance {
+                index,
+                barrier: Arc::clone(&self.barrier),
+                executions: Arc::clone(&self.executions),
+            }))
+        }
+    }
+
+    impl ModelInstance for RendezvousInstance {
+        fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
+            lock(&self.executions).push(self.index);
+            if request.parameters.get("meet").is_some() {
+                self.barrier.wait();
+            }
+            Ok(vec![Tensor {
+                name: "OUTPUT0".into(),
+                ..request.inputs[0].clone()
+            }])
+        }
+    }
+
+    fn rendezvous(instances: i32, meet: usize) -> (ModelScheduler, Arc<Mutex<Vec<usize>>>) {
+        use crate::core::proto::ModelInstanceGroup;
+        let mut c = config("rv", "rendezvous", DataType::Int32, 1, 0);
+        c.instance_group = vec![ModelInstanceGroup {
+            name: "rv".into(),
+            count: instances,
+            kind: GroupKind::Cpu as i32,
+            ..Default::default()
+        }];
+        let executions = Arc::new(Mutex::new(Vec::new()));
+        let backend = Arc::new(Rendezvous {
+            barrier: Arc::new(std::sync::Barrier::new(meet)),
+            executions: Arc::clone(&executions),
+        });
+        let ctx = ModelContext {
+            name: c.name.clone(),
+            version: 1,
+            model_path: Default::default(),
+            version_path: Default::default(),
+            config: Arc::new(c),
+        };
+        (ModelScheduler::start(ctx, backend).unwrap(), executions)
+    }
+
+    fn one_input(value: i32) -> InferRequest {
+        InferRequest {
+            inputs: vec![i32_tensor("INPUT0", vec![4], &[value; 4])],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn instances_of_one_model_run_at_the_same_time() {
+        let (s, _) = rendezvous(3, 3);
+        assert_eq!(
+            s.placements()
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
+            ["rv_0", "rv_1", "rv_2"]
+        );
+        let (tx, rx) = mpsc::channel();
+        for v in 0..3 {
+            let mut r = one_input(v);
+            r.parameters.set("meet", ParamValue::Bool(true));
+            let tx = tx.clone();
+            s.submit(r, Box::new(move |r| tx.send(r).unwrap()));
+        }
+        // Three requests meet at a barrier of three: only possible when
+        // three instances execute at once.
+        for _ in 0..3 {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("all three ran concurrently")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn warmup_runs_every_sample_on_every_instance() {
+        let (s, executions) = rendezvous(3, 1);
+        s.warmup(&[one_input(1), one_input(2)]).unwrap();
+        let mut ran = lock(&executions).clone();
+        ran.sort_unstable();
+        assert_eq!(ran, [0, 0, 1, 1, 2, 2]);
+        let e = s.warmup(&[InferRequest::default()]).unwrap_err();
+        assert!(e.message().contains("expected 1 inputs"), "{e}");
+    }
+
+    #[test]
+    fn gpu_groups_place_count_instances_per_listed_gpu() {
+        use crate::core::proto::ModelInstanceGroup;
+        let mut c = config("m", "identity", DataType::Int32, 1, 0);
+        c.instance_group = vec![
+            ModelInstanceGroup {
+                name: "g".into(),
+                count: 2,
+                kind: GroupKind::Gpu as i32,
+                gpus: vec![0, 1],
+                ..Default::default()
+            },
+            ModelInstanceGroup {
+                name: "c".into(),
+                count: 1,
+                kind: GroupKind::Cpu as i32,
+                ..Default::default()
+            },
+        ];
+        let placed: Vec<String> = placements(&c).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            placed,
+            [
+                "g_0 (GPU device 0)",
+                "g_1 (GPU device 0)",
+                "g_2 (GPU device 1)",
+                "g_3 (GPU device 1)",
+                "c_0 (CPU)"
+            ]
+        );
+    }
+
+    fn delayed(value: i32, ms: i64) -> InferRequest {
+        let mut r = InferRequest {
+            inputs: vec![i32_tensor("INPUT0", vec![1, 4], &[value; 4])],
+            ..Default::default()
+        };
+        r.parameters.set("execute_delay_ms", ParamValue::Int(ms));
+        r
+    }
+
+    #[test]
+    fn preserve_ordering_answers_in_admission_order() {
+        use crate::core::proto::inference::model_config::SchedulingChoice;
+        use crate::core::proto::{ModelDynamicBatching, ModelInstanceGroup};
+        let mut c = config("ordered", "identity", DataType::Int32, 1, 1);
+        c.instance_group = vec![ModelInstanceGroup {
+            name: "ordered".into(),
+            count: 2,
+            kind: GroupKind::Cpu as i32,
+            ..Default::default()
+        }];
+        c.scheduling_choice = Some(SchedulingChoice::DynamicBatching(ModelDynamicBatching {
+            preserve_ordering: true,
+            ..Default::default()
+        }));
+        let s = start(c).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for (v, ms) in [(1, 300), (2, 0), (3, 0)] {
+            let tx = tx.clone();
+            s.submit(
+                delayed(v, ms),
+                Box::new(move |r| tx.send(as_i32(&r.unwrap().outputs[0])[0]).unwrap()),
+            );
+        }
+        let order: Vec<i32> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        assert_eq!(order, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_cancelled_queued_request_is_answered_while_the_instance_is_busy() {
+        use crate::core::proto::ModelInstanceGroup;
+        let mut c = config("busy", "identity", DataType::Int32, 1, 8);
+        c.instance_group = vec![ModelInstanceGroup {
+            name: "busy".into(),
+            count: 1,
+            kind: GroupKind::Cpu as i32,
+            ..Default::default()
+        }];
+        let s = start(c).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let busy_tx = tx.clone();
+        let busy = delayed(1, 3000);
+        let busy_flag = busy.cancel.clone();
+        s.submit(
+            busy,
+            Box::new(move |r| busy_tx.send(("busy", r.map(|_| ()))).unwrap()),
+        );
+        let queued = delayed(2, 0);
+        let flag = queued.cancel.clone();
+        s.submit(
+            queued,
+            Box::new(move |r| tx.send(("queued", r.map(|_| ()))).unwrap()),
+        );
+        // The instance takes the first request; the second stays queued.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.queued() != 1 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(s.queued(), 1);
+        flag.cancel();
+        let (which, result) = rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert_eq!(which, "queued");
+        assert_eq!(result.unwrap_err().code(), Code::Cancelled);
+        assert_eq!(s.queued(), 0);
+        let stats = s.statistics();
+        assert_eq!(stats.failures[&FailureReason::Canceled], 1);
+        busy_flag.cancel();
+        let (which, _) = rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert_eq!(which, "busy");
+    }
 }
