@@ -582,8 +582,10 @@ impl Call {
     /// The client reset the stream or the connection is gone: queued work
     /// is dropped and nothing more is sent.
     pub fn handle_reset(&mut self) {
-        self.shared.cancel.cancel();
+        // Finished first, as in `fail`: the cancel may complete the work on
+        // another thread at once, and nothing may be written after a reset.
         self.shared.lock().finished = true;
+        self.shared.cancel.cancel();
     }
 
     /// The deadline from [`Call::timeout`] passed: queued work is dropped
