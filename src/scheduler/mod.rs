@@ -10,6 +10,9 @@
 //!   and batch forming for `dynamic_batching`; with batches of one request
 //!   it is also the plain first-come first-served queue of a model without
 //!   a batcher.
+//! - [`sequence::SequencePolicy`]: `sequence_batching`, requests of one
+//!   sequence to one slot of one instance, in order, with control inputs
+//!   and implicit state.
 //!
 //! One more thread per model version, the timekeeper, applies queue
 //! timeouts on time and lets go of cancelled requests at once: a request's
@@ -41,6 +44,7 @@
 //! their placement is recorded ([`Placement`]) and logged.
 
 pub mod dynamic_batcher;
+pub mod sequence;
 pub mod stats;
 pub mod validate;
 
@@ -324,8 +328,14 @@ impl std::fmt::Debug for ModelScheduler {
 }
 
 /// The policy a configuration asks for.
-fn policy_for(config: &ModelConfig) -> Box<dyn Policy> {
-    Box::new(dynamic_batcher::DynamicBatcher::new(config))
+fn policy_for(ctx: &ModelContext, instances: usize) -> Result<Box<dyn Policy>> {
+    use crate::core::proto::inference::model_config::SchedulingChoice;
+    Ok(match &ctx.config.scheduling_choice {
+        Some(SchedulingChoice::SequenceBatching(_)) => {
+            Box::new(sequence::SequencePolicy::new(ctx, instances)?)
+        }
+        _ => Box::new(dynamic_batcher::DynamicBatcher::new(&ctx.config)),
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -341,7 +351,7 @@ impl ModelScheduler {
         use crate::core::proto::inference::model_config::SchedulingChoice;
         let placements = placements(&ctx.config);
         let count = placements.len();
-        let policy = policy_for(&ctx.config);
+        let policy = policy_for(&ctx, count)?;
         let batching = ctx.config.scheduling_choice.is_some();
         let preserve = matches!(
             &ctx.config.scheduling_choice,

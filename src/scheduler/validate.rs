@@ -1,8 +1,12 @@
 //! Checks a request against the model configuration before it is queued,
 //! and checks what a backend produced before it is returned. The messages
-//! follow Triton's wording where clients and users match on it.
+//! follow Triton's wording where clients and users match on it. The
+//! `sequence_batching` section is checked here too: its control and state
+//! inputs are supplied by the sequence batcher, never by a client.
 
 use crate::core::proto::ModelConfig;
+use crate::core::proto::inference::model_config::SchedulingChoice;
+use crate::core::proto::inference::model_sequence_batching::control::Kind;
 use crate::core::tensor::{byte_size, element_count, shape_to_string, split_bytes_elements};
 use crate::core::{DataType, Error, InferRequest, Result, Tensor};
 
@@ -46,6 +50,12 @@ pub fn validate(config: &ModelConfig, request: &InferRequest) -> Result<Vec<Stri
     }
 
     for (i, t) in request.inputs.iter().enumerate() {
+        if let Some(what) = supplied_input(config, &t.name) {
+            return Err(Error::invalid_arg(format!(
+                "{p}input '{}' of model '{model}' is a sequence {what}: the sequence batcher supplies it, a request must not",
+                t.name
+            )));
+        }
         if !config.input.iter().any(|c| c.name == t.name) {
             return Err(Error::invalid_arg(format!(
                 "{p}unexpected inference input '{}' for model '{model}'",
@@ -172,6 +182,135 @@ pub fn validate(config: &ModelConfig, request: &InferRequest) -> Result<Vec<Stri
         check_data_size(&p, model, t)?;
     }
     Ok(outputs)
+}
+
+/// What `name` is when the sequence batcher supplies it: a control input
+/// or an implicit state input of `config`.
+fn supplied_input(config: &ModelConfig, name: &str) -> Option<&'static str> {
+    let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice else {
+        return None;
+    };
+    if sb.control_input.iter().any(|c| c.name == name) {
+        Some("control input")
+    } else if sb.state.iter().any(|s| s.input_name == name) {
+        Some("state input")
+    } else {
+        None
+    }
+}
+
+/// Checks `sequence_batching` when the model has one: every control input
+/// is named once, clashes with no model input and holds exactly one
+/// control of a valid kind (each kind at most once) with a valid encoding
+/// (a [false, true] pair for START, END and READY; an integer or string
+/// `data_type` for CORRID); every state is named, clashes with no input,
+/// has a valid `data_type` and fixed dimensions (its own or its
+/// `initial_state`'s).
+pub fn sequence_config(config: &ModelConfig) -> Result<()> {
+    let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice else {
+        return Ok(());
+    };
+    let model = &config.name;
+    let bad = |what: String| Err(Error::invalid_arg(format!("model '{model}': {what}")));
+    let is_input = |name: &str| config.input.iter().any(|i| i.name == name);
+    let mut kinds: Vec<Kind> = Vec::new();
+    for (n, ci) in sb.control_input.iter().enumerate() {
+        let name = &ci.name;
+        if name.is_empty() {
+            return bad("a sequence control input has no name".into());
+        }
+        if is_input(name) {
+            return bad(format!(
+                "sequence control input '{name}' is also a model input; the sequence batcher supplies it"
+            ));
+        }
+        if sb.control_input[..n].iter().any(|c| &c.name == name) {
+            return bad(format!("sequence control input '{name}' is listed twice"));
+        }
+        let [control] = ci.control.as_slice() else {
+            return bad(format!(
+                "sequence control input '{name}' must hold exactly one control, it holds {}",
+                ci.control.len()
+            ));
+        };
+        let Ok(kind) = Kind::try_from(control.kind) else {
+            return bad(format!(
+                "sequence control input '{name}' has an unknown kind {}",
+                control.kind
+            ));
+        };
+        if kinds.contains(&kind) {
+            return bad(format!(
+                "more than one sequence control input of kind {}",
+                kind.as_str_name()
+            ));
+        }
+        kinds.push(kind);
+        let pairs = [
+            control.int32_false_true.len(),
+            control.fp32_false_true.len(),
+            control.bool_false_true.len(),
+        ];
+        if kind == Kind::ControlSequenceCorrid {
+            let allowed = [
+                DataType::Uint64,
+                DataType::Int64,
+                DataType::Uint32,
+                DataType::Int32,
+                DataType::Bytes,
+            ];
+            if pairs != [0, 0, 0]
+                || !DataType::from_config_enum(control.data_type)
+                    .is_some_and(|d| allowed.contains(&d))
+            {
+                return bad(format!(
+                    "sequence control input '{name}' (CONTROL_SEQUENCE_CORRID) needs a data_type of TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 or TYPE_STRING and no *_false_true values"
+                ));
+            }
+        } else {
+            let mut used = pairs.iter().filter(|&&n| n > 0);
+            if used.clone().count() != 1 || used.next() != Some(&2) || control.data_type != 0 {
+                return bad(format!(
+                    "sequence control input '{name}' ({}) needs exactly one of int32_false_true, fp32_false_true or bool_false_true, with two values, and no data_type",
+                    kind.as_str_name()
+                ));
+            }
+        }
+    }
+    for (n, s) in sb.state.iter().enumerate() {
+        let name = &s.input_name;
+        if name.is_empty() || s.output_name.is_empty() {
+            return bad("a sequence state needs both input_name and output_name".into());
+        }
+        if is_input(name)
+            || sb.control_input.iter().any(|c| &c.name == name)
+            || sb.state[..n].iter().any(|o| &o.input_name == name)
+        {
+            return bad(format!(
+                "sequence state input '{name}' clashes with a model input, a control input or another state"
+            ));
+        }
+        if DataType::from_config_enum(s.data_type).is_none() {
+            return bad(format!("sequence state '{name}' has no valid data_type"));
+        }
+        if s.initial_state.len() > 1 {
+            return bad(format!(
+                "sequence state '{name}' has {} initial_state entries, at most one is supported",
+                s.initial_state.len()
+            ));
+        }
+        let dims = match s.initial_state.first() {
+            Some(i) if !i.dims.is_empty() => &i.dims,
+            _ => &s.dims,
+        };
+        if dims.iter().any(|&d| d < 0) {
+            return bad(format!(
+                "sequence state '{name}' has a variable dimension {}; give its initial_state fixed dims",
+                shape_to_string(dims)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The tensor's bytes must be exactly what its datatype and shape call for.
