@@ -105,30 +105,6 @@ fn serve(options: &Options) -> Result<(), String> {
     let server = Arc::new(
         Server::new(server_options(options)).map_err(|e| format!("error: creating server: {e}"))?,
     );
-    let loaded = server.start();
-
-    let models: Vec<[String; 3]> = server
-        .manager()
-        .model_table()
-        .into_iter()
-        .map(|(name, version, status)| [name, version, status])
-        .collect();
-    log::info!(
-        "\n{}",
-        cli::format_table(&["Model", "Version", "Status"], &models)
-    );
-    let rows = options.table(env!("CARGO_PKG_VERSION"), EXTENSIONS);
-    let rows: Vec<[String; 2]> = rows.into_iter().map(|(k, v)| [k, v]).collect();
-    log::info!("\n{}", cli::format_table(&["Option", "Value"], &rows));
-
-    if let Err(e) = loaded {
-        if options.exit_on_error {
-            server.shutdown();
-            return Err(format!("error: creating server: {e}"));
-        }
-        log::warn!("{e}; serving the models that loaded (--exit-on-error=false)");
-    }
-
     let grpc = if options.allow_grpc {
         let service = GrpcService::new(Arc::clone(&server), options.grpc_config());
         let handle = GrpcServer::start(options.grpc_server_config(), service).map_err(|e| {
@@ -153,6 +129,38 @@ fn serve(options: &Options) -> Result<(), String> {
     };
     if http.is_none() && grpc.is_none() {
         log::warn!("no endpoint is enabled (--allow-http=false, --allow-grpc=false)");
+    }
+
+    // The endpoints are up before the startup models load, so health can
+    // be asked meanwhile: live, not ready (Server::is_ready).
+    let loaded = server.start();
+    let models: Vec<[String; 3]> = server
+        .manager()
+        .model_table()
+        .into_iter()
+        .map(|(name, version, status)| [name, version, status])
+        .collect();
+    log::info!(
+        "\n{}",
+        cli::format_table(&["Model", "Version", "Status"], &models)
+    );
+    let rows = options.table(env!("CARGO_PKG_VERSION"), EXTENSIONS);
+    let rows: Vec<[String; 2]> = rows.into_iter().map(|(k, v)| [k, v]).collect();
+    log::info!("\n{}", cli::format_table(&["Option", "Value"], &rows));
+
+    if let Err(e) = loaded {
+        if options.exit_on_error {
+            let now = Instant::now();
+            if let Some(grpc) = grpc {
+                grpc.shutdown(now);
+            }
+            if let Some(http) = http {
+                http.shutdown(now);
+            }
+            server.shutdown();
+            return Err(format!("error: creating server: {e}"));
+        }
+        log::warn!("{e}; serving the models that loaded (--exit-on-error=false)");
     }
 
     let stop_polling = Arc::new(AtomicBool::new(false));

@@ -11,26 +11,51 @@
 //! A model is a subdirectory of a repository; its versions are numbered
 //! subdirectories, selected by the configuration's version policy. Loading
 //! reads and completes the configuration (see [`super::config`]), resolves
-//! the backend, and starts one [`ModelScheduler`] per version. A reload
-//! keeps the old versions serving until every new version is ready; if any
-//! new version fails, the old ones stay and the new ones are dropped.
+//! the backend, starts one [`ModelScheduler`] per version and runs the
+//! configuration's warmup samples on every instance (see [`super::warmup`])
+//! before the version becomes READY.
+//!
+//! A reload is atomic. The new versions are created and warmed up next to
+//! the old ones, which keep serving; only when every new version is ready
+//! are they swapped into the table in one step. From then on lookups find
+//! the new versions; each old one is shut down once no caller still holds
+//! it between lookup and submit (bounded by [`RETIRE_GRACE`]), and its
+//! queue drains: requests already submitted finish on the old version. A
+//! version whose directory, shared files (everything outside the version
+//! directories, `config.pbtxt` included) and completed configuration are
+//! unchanged is not recreated: the running version stays in place.
+//!
+//! A failed load leaves what served before serving. The load call returns
+//! the error and the log says it; in the index, a model that never loaded
+//! shows UNAVAILABLE with the reason (per version, or on a row without a
+//! version when no version was tried), while a model whose previous
+//! versions still serve shows them READY with the failed load's reason in
+//! their `reason` (cleared by the next successful load). Strict readiness
+//! counts such a model as ready: it serves.
+//!
+//! In mode `poll`, [`ModelManager::poll`] compares each model directory
+//! with its last load attempt through [`super::watch`]'s debounce rule:
+//! new models load, changed ones reload, removed ones unload. A failed
+//! attempt is retried only when the model's files change again.
 //!
 //! Load and unload calls for one model are serialized; different models load
 //! in parallel. Lookups ([`ModelManager::get`]) only take a short lock and
 //! hand out `Arc<LoadedModel>`, so a request in flight keeps its version
 //! alive through an unload.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use super::config::{self, CONFIG_FILE, ConfigSource};
 use super::versions;
+use super::warmup::{self, WarmupSample};
+use super::watch::{self, Fingerprint, Verdict};
 use crate::backend::{Backend, BackendRegistry, ModelContext};
 use crate::core::proto::ModelConfig;
 use crate::core::proto::inference::model_config::SchedulingChoice;
@@ -78,6 +103,10 @@ pub struct ManagerOptions {
     pub auto_complete: bool,
     /// GPU ids instance groups may use; empty on a machine without GPUs.
     pub available_gpus: Vec<i32>,
+    /// Poll mode: how long the newest file of a changed model directory
+    /// must have been left alone before the change is acted on (see
+    /// [`super::watch`]).
+    pub poll_settle: Duration,
 }
 
 impl Default for ManagerOptions {
@@ -88,6 +117,7 @@ impl Default for ManagerOptions {
             startup_models: Vec::new(),
             auto_complete: true,
             available_gpus: Vec::new(),
+            poll_settle: DEFAULT_POLL_SETTLE,
         }
     }
 }
@@ -152,6 +182,14 @@ pub struct IndexEntry {
     pub reason: String,
 }
 
+/// The default [`ManagerOptions::poll_settle`].
+pub const DEFAULT_POLL_SETTLE: Duration = Duration::from_secs(1);
+
+/// How long a retired version waits for callers that looked it up before
+/// the swap to submit their requests; past it, it shuts down anyway and a
+/// late submit is refused.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
 /// The reason recorded for versions removed by an unload.
 pub const UNLOADED_REASON: &str = "unloaded";
 
@@ -166,8 +204,13 @@ pub const CONTROL_DISABLED: &str =
 #[derive(Debug)]
 struct VersionSlot {
     state: ModelState,
+    /// Why the version is not ready, or, on a READY version, why the
+    /// latest load of its model failed.
     reason: String,
     model: Option<Arc<LoadedModel>>,
+    /// The files the serving version was created from
+    /// ([`Fingerprint::for_version`]).
+    files: Option<Fingerprint>,
 }
 
 #[derive(Debug, Default)]
@@ -176,9 +219,8 @@ struct ModelRecord {
     /// Why the last load failed before any version was tried (bad or
     /// missing configuration, unknown backend, no version directory).
     failure: Option<String>,
-    /// Newest modification time in the model directory at the last load
-    /// attempt, for poll mode.
-    stamp: Option<SystemTime>,
+    /// The model directory at the last load attempt, for poll mode.
+    attempted: Option<Fingerprint>,
 }
 
 /// Owns the models of the repositories and their lifecycle.
@@ -188,6 +230,8 @@ pub struct ModelManager {
     models: Mutex<BTreeMap<String, ModelRecord>>,
     /// One lock per model name, held across a load or unload of that model.
     model_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Poll mode: each model directory as the previous poll saw it.
+    seen: Mutex<HashMap<String, Fingerprint>>,
 }
 
 impl std::fmt::Debug for ModelManager {
@@ -242,31 +286,62 @@ fn validate_model_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Newest modification time of `dir` and everything below it (a few levels
-/// deep, which covers config, version directories and their files).
-fn directory_stamp(dir: &Path, depth: usize) -> Option<SystemTime> {
-    let mut newest = fs::metadata(dir).and_then(|m| m.modified()).ok()?;
-    if depth == 0 {
-        return Some(newest);
-    }
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let stamp = if path.is_dir() {
-            directory_stamp(&path, depth - 1)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        if let Some(s) = stamp {
-            newest = newest.max(s);
-        }
-    }
-    Some(newest)
-}
-
 /// What a version load produced.
 enum VersionOutcome {
     Started(Arc<LoadedModel>),
     Failed(Error),
+}
+
+/// Shuts down a version that left the table, once the callers that looked
+/// it up before it left have submitted their requests (or [`RETIRE_GRACE`]
+/// passed); what it has queued finishes first.
+fn retire(model: Arc<LoadedModel>) {
+    let deadline = Instant::now() + RETIRE_GRACE;
+    while Arc::strong_count(&model) > 1 {
+        if Instant::now() >= deadline {
+            warn!(
+                "model '{}' version {} is still held {}s after it was replaced; shutting it down",
+                model.name,
+                model.version,
+                RETIRE_GRACE.as_secs()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    model.scheduler.shutdown();
+}
+
+/// Runs every warmup sample `count` times on each instance of a version.
+fn run_warmup(
+    name: &str,
+    version: i64,
+    scheduler: &ModelScheduler,
+    samples: &[WarmupSample],
+) -> Result<()> {
+    for sample in samples {
+        info!(
+            "model '{name}' version {version}: running warmup sample '{}' {} time(s) on each of {} instance(s)",
+            sample.name,
+            sample.count,
+            scheduler.placements().len()
+        );
+        for _ in 0..sample.count {
+            scheduler
+                .warmup(std::slice::from_ref(&sample.request))
+                .map_err(|e| {
+                    Error::new(
+                        e.code(),
+                        format!(
+                            "model '{name}' version {version}: warmup sample '{}' failed: {}",
+                            sample.name,
+                            e.message()
+                        ),
+                    )
+                })?;
+        }
+    }
+    Ok(())
 }
 
 impl ModelManager {
@@ -299,6 +374,7 @@ impl ModelManager {
             backends,
             models: Mutex::new(BTreeMap::new()),
             model_locks: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -342,8 +418,7 @@ impl ModelManager {
             for _ in 0..workers {
                 scope.spawn(|| {
                     while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if let Err(e) = self.load_model(name, None) {
-                            error!("{}", e.message());
+                        if self.load_model(name, None).is_err() {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -470,25 +545,48 @@ impl ModelManager {
             .collect()
     }
 
-    /// Applies repository changes in mode `poll`: loads new and modified
-    /// models, unloads models whose directory is gone. Failures are logged
-    /// and recorded; the call fails only when a repository cannot be read.
+    /// Applies repository changes in mode `poll` (see [`ModelManager::poll_at`]).
     pub fn poll(&self) -> Result<()> {
+        self.poll_at(SystemTime::now())
+    }
+
+    /// Applies repository changes in mode `poll`, judged at time `now`:
+    /// unloads models whose directory is gone and loads the new and changed
+    /// models that [`watch::judge`] finds stable. A model found in several
+    /// repositories is left as it is (the index reports it). Failures are
+    /// logged and recorded; the call fails only when a repository cannot be
+    /// read.
+    pub fn poll_at(&self, now: SystemTime) -> Result<()> {
         if self.options.control_mode != ControlMode::Poll {
             return Err(Error::unavailable("polling is disabled"));
         }
         let present = self.repository_models()?;
+        let current: HashMap<String, Fingerprint> = present
+            .iter()
+            .filter_map(|(name, dirs)| match dirs.as_slice() {
+                [dir] => Some((name.clone(), Fingerprint::of(dir))),
+                _ => None,
+            })
+            .collect();
         let mut to_load = Vec::new();
         {
             let models = lock(&self.models);
-            for (name, dirs) in &present {
-                let stamp = dirs.first().and_then(|d| directory_stamp(d, 3));
-                let known = models.get(name).map(|r| r.stamp);
-                if dirs.len() > 1 || known.is_none() || known != Some(stamp) {
+            let seen = lock(&self.seen);
+            for (name, print) in &current {
+                let attempted = models.get(name).and_then(|r| r.attempted.as_ref());
+                let verdict = watch::judge(
+                    attempted,
+                    seen.get(name),
+                    print,
+                    now,
+                    self.options.poll_settle,
+                );
+                if verdict == Verdict::Changed {
                     to_load.push(name.clone());
                 }
             }
         }
+        *lock(&self.seen) = current;
         let gone: Vec<String> = lock(&self.models)
             .keys()
             .filter(|n| !present.contains_key(*n))
@@ -496,7 +594,9 @@ impl ModelManager {
             .collect();
         for name in gone {
             self.unload_model(&name);
+            lock(&self.models).remove(&name);
         }
+        to_load.sort();
         self.load_many(&to_load);
         Ok(())
     }
@@ -518,7 +618,7 @@ impl ModelManager {
                 return;
             };
             record.failure = None;
-            record.stamp = None;
+            record.attempted = None;
             record
                 .versions
                 .iter_mut()
@@ -531,7 +631,7 @@ impl ModelManager {
                 .collect()
         };
         for (version, model) in leaving {
-            model.scheduler.shutdown();
+            retire(model);
             info!("successfully unloaded '{name}' version {version}");
             let mut models = lock(&self.models);
             if let Some(slot) = models
@@ -544,12 +644,24 @@ impl ModelManager {
         }
     }
 
-    /// Records a failure that happened before any version was tried.
+    /// Records why a load of `name` failed before any version was tried: on
+    /// the versions that still serve, or on the model when none does.
     fn record_failure(&self, name: &str, e: &Error) {
-        lock(&self.models)
-            .entry(name.to_owned())
-            .or_default()
-            .failure = Some(reason_of(e));
+        let reason = reason_of(e);
+        let mut models = lock(&self.models);
+        let record = models.entry(name.to_owned()).or_default();
+        let mut serving = record
+            .versions
+            .values_mut()
+            .filter(|s| s.model.is_some())
+            .peekable();
+        if serving.peek().is_none() {
+            record.failure = Some(reason);
+        } else {
+            for slot in serving {
+                slot.reason.clone_from(&reason);
+            }
+        }
     }
 
     /// Completes a partial configuration override from the model's on-disk
@@ -633,19 +745,34 @@ impl ModelManager {
         Ok((config, backend))
     }
 
-    /// Loads or reloads `name` with no control-mode check.
+    /// Loads or reloads `name` with no control-mode check; logs a failure.
     fn load_model(&self, name: &str, config_override: Option<&str>) -> Result<()> {
+        self.try_load(name, config_override)
+            .inspect_err(|e| error!("{}", e.message()))
+    }
+
+    fn try_load(&self, name: &str, config_override: Option<&str>) -> Result<()> {
         // A name with no directory leaves no trace: asking for a model that
         // does not exist must not grow the tables or affect readiness.
         let dir = self.locate(name)?;
         let model_lock = self.model_lock(name);
         let _held = lock(&model_lock);
-        // Remember what this attempt saw, so that polling retries a failed
-        // model only once its files change.
-        lock(&self.models).entry(name.to_owned()).or_default().stamp = directory_stamp(&dir, 3);
+        // What this attempt saw, taken before anything is read: a change
+        // during the load shows at the next poll, and polling retries a
+        // failed model only once its files change.
+        let files = Fingerprint::of(&dir);
+        lock(&self.models)
+            .entry(name.to_owned())
+            .or_default()
+            .attempted = Some(files.clone());
         let (config, backend) = self
             .prepare(name, &dir, config_override)
+            .and_then(|(config, backend)| {
+                let samples = warmup::build_samples(&config, &dir)?;
+                Ok((config, (backend, samples)))
+            })
             .inspect_err(|e| self.record_failure(name, e))?;
+        let (backend, samples) = backend;
 
         let present =
             versions::scan_versions(&dir).inspect_err(|e| self.record_failure(name, e))?;
@@ -661,24 +788,33 @@ impl ModelManager {
 
         let config = Arc::new(config);
         let config_json = config::config_to_json(&config);
-        {
+        let fresh: Vec<i64> = {
             let mut models = lock(&self.models);
             let record = models.entry(name.to_owned()).or_default();
             record.failure = None;
+            let mut fresh = Vec::new();
             for &v in &selected {
                 let slot = record.versions.entry(v).or_insert(VersionSlot {
                     state: ModelState::Loading,
                     reason: String::new(),
                     model: None,
+                    files: None,
                 });
+                let unchanged = slot.state == ModelState::Ready
+                    && slot.model.as_ref().is_some_and(|m| *m.config == *config)
+                    && slot.files.as_ref() == Some(&files.for_version(v, &present));
+                if !unchanged {
+                    fresh.push(v);
+                }
                 if slot.model.is_none() {
                     slot.state = ModelState::Loading;
                     slot.reason.clear();
                 }
             }
-        }
+            fresh
+        };
 
-        let outcomes: Vec<(i64, VersionOutcome)> = selected
+        let outcomes: Vec<(i64, VersionOutcome)> = fresh
             .iter()
             .map(|&version| {
                 let version_path = dir.join(version.to_string());
@@ -689,7 +825,11 @@ impl ModelManager {
                     model_path: dir.clone(),
                     config: Arc::clone(&config),
                 };
-                let outcome = match ModelScheduler::start(ctx, Arc::clone(&backend)) {
+                let started = ModelScheduler::start(ctx, Arc::clone(&backend)).and_then(|s| {
+                    run_warmup(name, version, &s, &samples)?;
+                    Ok(s)
+                });
+                let outcome = match started {
                     Ok(scheduler) => VersionOutcome::Started(Arc::new(LoadedModel {
                         name: name.to_owned(),
                         version,
@@ -724,49 +864,66 @@ impl ModelManager {
             .collect();
 
         if failed.is_empty() {
-            self.commit(name, outcomes);
+            let files: Vec<(i64, Fingerprint)> = selected
+                .iter()
+                .map(|&v| (v, files.for_version(v, &present)))
+                .collect();
+            self.commit(name, outcomes, files);
             Ok(())
         } else {
-            self.abort(name, &failed, outcomes);
-            Err(Error::invalid_arg(format!(
-                "load failed for model '{name}': {failed}"
-            )))
+            let e = Error::invalid_arg(format!("load failed for model '{name}': {failed}"));
+            self.abort(name, &e, &failed, outcomes);
+            Err(e)
         }
     }
 
-    /// Makes freshly started versions live and retires what they replace.
-    fn commit(&self, name: &str, outcomes: Vec<(i64, VersionOutcome)>) {
+    /// Swaps freshly started versions in and retires what they replace, in
+    /// one step of the table; `files` holds every selected version (fresh
+    /// or kept) with the files it now serves.
+    fn commit(
+        &self,
+        name: &str,
+        outcomes: Vec<(i64, VersionOutcome)>,
+        files: Vec<(i64, Fingerprint)>,
+    ) {
         let mut retired: Vec<(i64, Arc<LoadedModel>, bool)> = Vec::new();
         {
             let mut models = lock(&self.models);
             let record = models.entry(name.to_owned()).or_default();
-            let live: BTreeSet<i64> = outcomes.iter().map(|(v, _)| *v).collect();
             for (version, outcome) in outcomes {
                 if let VersionOutcome::Started(model) = outcome {
                     let slot = record.versions.entry(version).or_insert(VersionSlot {
                         state: ModelState::Ready,
                         reason: String::new(),
                         model: None,
+                        files: None,
                     });
                     slot.state = ModelState::Ready;
-                    slot.reason.clear();
                     if let Some(old) = slot.model.replace(model) {
                         retired.push((version, old, false));
                     }
                     info!("successfully loaded '{name}' version {version}");
                 }
             }
-            for (&version, slot) in record.versions.iter_mut() {
-                if !live.contains(&version)
-                    && let Some(old) = slot.model.take()
-                {
-                    slot.state = ModelState::Unloading;
-                    retired.push((version, old, true));
+            let live: BTreeMap<i64, Fingerprint> = files.into_iter().collect();
+            for (version, slot) in record.versions.iter_mut() {
+                match live.get(version) {
+                    Some(print) => {
+                        slot.reason.clear();
+                        slot.files = Some(print.clone());
+                    }
+                    None => {
+                        if let Some(old) = slot.model.take() {
+                            slot.state = ModelState::Unloading;
+                            slot.files = None;
+                            retired.push((*version, old, true));
+                        }
+                    }
                 }
             }
         }
         for (version, old, removed) in retired {
-            old.scheduler.shutdown();
+            retire(old);
             if removed {
                 info!("successfully unloaded '{name}' version {version}");
                 let mut models = lock(&self.models);
@@ -781,9 +938,10 @@ impl ModelManager {
         }
     }
 
-    /// Drops the versions a failed load started; versions that were serving
-    /// before keep serving, the others become UNAVAILABLE.
-    fn abort(&self, name: &str, failed: &str, outcomes: Vec<(i64, VersionOutcome)>) {
+    /// Drops the versions a failed load started. Versions that were serving
+    /// keep serving, with the load's error `e` as their reason; the others
+    /// become UNAVAILABLE.
+    fn abort(&self, name: &str, e: &Error, failed: &str, outcomes: Vec<(i64, VersionOutcome)>) {
         let mut dropped = Vec::new();
         {
             let mut models = lock(&self.models);
@@ -792,11 +950,7 @@ impl ModelManager {
                 let Some(slot) = record.versions.get_mut(&version) else {
                     continue;
                 };
-                if slot.model.is_some() {
-                    // The previous load of this version is still serving.
-                    slot.state = ModelState::Ready;
-                    slot.reason.clear();
-                } else {
+                if slot.model.is_none() {
                     slot.state = ModelState::Unavailable;
                     slot.reason = match &outcome {
                         VersionOutcome::Failed(e) => reason_of(e),
@@ -807,6 +961,12 @@ impl ModelManager {
                 }
                 if let VersionOutcome::Started(model) = outcome {
                     dropped.push(model);
+                }
+            }
+            for slot in record.versions.values_mut() {
+                if slot.model.is_some() {
+                    slot.state = ModelState::Ready;
+                    slot.reason = reason_of(e);
                 }
             }
         }
@@ -890,8 +1050,10 @@ impl ModelManager {
         ready.into_iter().map(|(_, _, m)| m).collect()
     }
 
-    /// Whether every version the manager has tried to load is ready (or was
-    /// deliberately unloaded): the server's strict readiness.
+    /// Whether every model the manager should serve is ready: each version
+    /// it tried to load is READY (serving, even when a later load of its
+    /// model failed) or was deliberately unloaded, and no model failed
+    /// before a version was tried. The server's strict readiness.
     pub fn all_ready(&self) -> bool {
         lock(&self.models).values().all(|record| {
             record.failure.is_none()
@@ -982,27 +1144,48 @@ impl ModelManager {
 mod tests {
     use super::*;
     use crate::backend::{ExecRequest, ModelInstance};
-    use crate::core::Tensor;
+    use crate::core::{InferRequest, Tensor};
+    use std::sync::Weak;
     use std::sync::atomic::AtomicUsize;
 
-    /// Returns its inputs; refuses to create instances when the config
-    /// parameter `fail` is set, and counts live instances.
+    /// Returns its input `IN` as `OUT`; refuses to create instances when the
+    /// config parameter `fail` is set and to execute when `fail_execute`
+    /// is; waits `delay_ms` (a config parameter) in each execution. Counts
+    /// instance creations, live instances and executions.
     struct Echo {
         name: &'static str,
-        live: Arc<AtomicUsize>,
+        counters: Arc<Counters>,
     }
 
-    struct EchoInstance(Arc<AtomicUsize>);
+    #[derive(Default)]
+    struct Counters {
+        attempts: AtomicUsize,
+        live: AtomicUsize,
+        executed: AtomicUsize,
+    }
+
+    struct EchoInstance {
+        counters: Arc<Counters>,
+        delay: Duration,
+        fail: bool,
+    }
 
     impl Drop for EchoInstance {
         fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
+            self.counters.live.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     impl ModelInstance for EchoInstance {
         fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
-            Ok(request.inputs.to_vec())
+            self.counters.executed.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.delay);
+            if self.fail {
+                return Err(Error::internal("execution refused (fail_execute)"));
+            }
+            let mut out = request.inputs[0].clone();
+            out.name = "OUT".to_owned();
+            Ok(vec![out])
         }
     }
 
@@ -1016,14 +1199,22 @@ mod tests {
             ctx: &ModelContext,
             _index: usize,
         ) -> Result<Box<dyn ModelInstance>> {
-            if let Some(p) = ctx.config.parameters.get("fail") {
+            self.counters.attempts.fetch_add(1, Ordering::SeqCst);
+            let parameter = |name: &str| ctx.config.parameters.get(name).map(|p| &p.string_value);
+            if let Some(p) = parameter("fail") {
                 return Err(Error::invalid_arg(format!(
-                    "model '{}' version {}: told to fail ({})",
-                    ctx.name, ctx.version, p.string_value
+                    "model '{}' version {}: told to fail ({p})",
+                    ctx.name, ctx.version
                 )));
             }
-            self.live.fetch_add(1, Ordering::SeqCst);
-            Ok(Box::new(EchoInstance(Arc::clone(&self.live))))
+            self.counters.live.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(EchoInstance {
+                counters: Arc::clone(&self.counters),
+                delay: Duration::from_millis(
+                    parameter("delay_ms").map_or(0, |d| d.parse().unwrap()),
+                ),
+                fail: parameter("fail_execute").is_some(),
+            }))
         }
     }
 
@@ -1032,7 +1223,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
 
     struct Repo {
         root: PathBuf,
-        live: Arc<AtomicUsize>,
+        counters: Arc<Counters>,
     }
 
     impl Repo {
@@ -1043,7 +1234,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             fs::create_dir_all(&root).unwrap();
             Repo {
                 root,
-                live: Arc::new(AtomicUsize::new(0)),
+                counters: Arc::default(),
             }
         }
 
@@ -1068,7 +1259,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             for name in ["echo", "ensemble"] {
                 registry.register(Arc::new(Echo {
                     name,
-                    live: Arc::clone(&self.live),
+                    counters: Arc::clone(&self.counters),
                 }));
             }
             let options = ManagerOptions {
@@ -1078,6 +1269,12 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
                 ..ManagerOptions::default()
             };
             ModelManager::new(options, registry).unwrap()
+        }
+    }
+
+    impl Repo {
+        fn live(&self) -> usize {
+            self.counters.live.load(Ordering::SeqCst)
         }
     }
 
@@ -1154,7 +1351,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         assert_eq!(err.message(), CONTROL_DISABLED);
         assert_eq!(manager.poll().unwrap_err().message(), "polling is disabled");
         manager.shutdown();
-        assert_eq!(repo.live.load(Ordering::SeqCst), 0);
+        assert_eq!(repo.live(), 0);
     }
 
     #[test]
@@ -1178,7 +1375,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         );
 
         manager.load("simple", None).unwrap();
-        assert_eq!(repo.live.load(Ordering::SeqCst), 1);
+        assert_eq!(repo.live(), 1);
         let model = manager.get("simple", None).unwrap();
         assert_eq!((model.name.as_str(), model.version), ("simple", 1));
         assert_eq!(model.backend, "echo");
@@ -1203,8 +1400,13 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         );
         assert!(manager.all_ready());
 
+        // Loading an unchanged model keeps the running version.
+        manager.load("simple", None).unwrap();
+        assert!(Arc::ptr_eq(&model, &manager.get("simple", None).unwrap()));
+        drop(model);
+
         manager.unload("simple", false).unwrap();
-        assert_eq!(repo.live.load(Ordering::SeqCst), 0);
+        assert_eq!(repo.live(), 0);
         let err = manager.get("simple", None).unwrap_err();
         assert_eq!(
             (err.code(), err.message()),
@@ -1300,17 +1502,18 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         repo.echo("simple");
         let manager = repo.manager(ControlMode::Explicit, &["simple"]);
         manager.start().unwrap();
-        let first = manager.get("simple", None).unwrap();
-        assert_eq!(first.config.max_batch_size, 0);
+        let first_config = Arc::clone(&manager.get("simple", None).unwrap().config);
+        assert_eq!(first_config.max_batch_size, 0);
+        let first = Arc::downgrade(&manager.get("simple", None).unwrap());
 
         let override_json = r#"{"backend":"echo","max_batch_size":4,
             "input":[{"name":"IN","data_type":"TYPE_FP32","dims":[-1]}],
             "output":[{"name":"OUT","data_type":"TYPE_FP32","dims":[-1]}]}"#;
         manager.load("simple", Some(override_json)).unwrap();
-        let second = manager.get("simple", None).unwrap();
-        assert_eq!(second.config.max_batch_size, 4);
-        assert!(!Arc::ptr_eq(&first, &second));
-        assert_eq!(repo.live.load(Ordering::SeqCst), 1, "old instance retired");
+        let second = Arc::downgrade(&manager.get("simple", None).unwrap());
+        assert_eq!(second.upgrade().unwrap().config.max_batch_size, 4);
+        assert!(first.upgrade().is_none(), "the old version is gone");
+        assert_eq!(repo.live(), 1, "old instance retired");
 
         let failing = r#"{"backend":"echo","parameters":{"fail":{"string_value":"x"}},
             "input":[{"name":"IN","data_type":"TYPE_FP32","dims":[-1]}],
@@ -1321,7 +1524,20 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             "load failed for model 'simple': version 1 is at UNAVAILABLE state: Invalid argument: model 'simple' version 1: told to fail (x);"
         );
         let still = manager.get("simple", None).unwrap();
-        assert!(Arc::ptr_eq(&still, &second));
+        assert!(Arc::ptr_eq(&still, &second.upgrade().unwrap()));
+        drop(still);
+        // The index keeps the serving version READY and says why the
+        // latest load failed; readiness counts it as serving.
+        assert_eq!(
+            manager.index(false).unwrap(),
+            vec![entry(
+                "simple",
+                Some("1"),
+                "READY",
+                &format!("Invalid argument: {}", err.message())
+            )]
+        );
+        assert!(manager.all_ready());
 
         // A partial override is completed from the on-disk configuration.
         manager
@@ -1330,8 +1546,14 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         let partial = manager.get("simple", None).unwrap();
         assert_eq!(partial.config.max_batch_size, 4);
         assert_eq!(partial.config.backend, "echo");
-        assert_eq!(partial.config.input, first.config.input);
-        assert_eq!(partial.config.output, first.config.output);
+        assert_eq!(partial.config.input, first_config.input);
+        assert_eq!(partial.config.output, first_config.output);
+        drop(partial);
+        assert_eq!(
+            manager.index(false).unwrap(),
+            vec![entry("simple", Some("1"), "READY", "")],
+            "a successful load clears the reason"
+        );
 
         // Without an override the on-disk configuration comes back.
         manager.load("simple", None).unwrap();
@@ -1339,9 +1561,8 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             manager.get("simple", None).unwrap().config.max_batch_size,
             0
         );
-        drop((first, second, still));
         manager.shutdown();
-        assert_eq!(repo.live.load(Ordering::SeqCst), 0);
+        assert_eq!(repo.live(), 0);
     }
 
     #[test]
@@ -1373,7 +1594,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
                 entry("multi", Some("3"), "UNAVAILABLE", "unloaded"),
             ]
         );
-        assert_eq!(repo.live.load(Ordering::SeqCst), 1);
+        assert_eq!(repo.live(), 1);
     }
 
     #[test]
@@ -1412,7 +1633,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             let mut r = BackendRegistry::default();
             r.register(Arc::new(Echo {
                 name: "echo",
-                live: Arc::clone(&a.live),
+                counters: Arc::clone(&a.counters),
             }));
             r
         })
@@ -1478,11 +1699,24 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         assert!(!manager.ready("simple", None));
     }
 
+    fn write_config(repo: &Repo, name: &str, extra: &str) {
+        fs::write(
+            repo.root.join(name).join(CONFIG_FILE),
+            format!("backend: \"echo\"\n{extra}\n{IO}"),
+        )
+        .unwrap();
+    }
+
     #[test]
     fn poll_mode_follows_the_repository() {
         let repo = Repo::new("poll");
         repo.echo("simple");
-        let manager = repo.manager(ControlMode::Poll, &[]);
+        let mut manager = repo.manager(ControlMode::Poll, &[]);
+        // Files written by this test are "young" at the real time and
+        // settled two hours later: the outcome does not depend on timing.
+        manager.options.poll_settle = Duration::from_secs(3600);
+        let young = SystemTime::now;
+        let settled = || SystemTime::now() + Duration::from_secs(7200);
         manager.start().unwrap();
         assert!(manager.ready("simple", None));
         assert_eq!(
@@ -1490,20 +1724,140 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             CONTROL_DISABLED
         );
 
-        let first = manager.get("simple", None).unwrap();
-        manager.poll().unwrap();
+        let first = Arc::downgrade(&manager.get("simple", None).unwrap());
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
         assert!(
-            Arc::ptr_eq(&first, &manager.get("simple", None).unwrap()),
+            Weak::ptr_eq(
+                &first,
+                &Arc::downgrade(&manager.get("simple", None).unwrap())
+            ),
             "an unchanged model is not reloaded"
         );
 
+        // A new model is loaded at the second poll that sees it unchanged.
         repo.echo("added");
-        manager.poll().unwrap();
+        manager.poll_at(settled()).unwrap();
+        assert!(!manager.ready("added", None), "first sighting waits");
+        manager.poll_at(settled()).unwrap();
         assert!(manager.ready("added", None));
 
+        // A change is not acted on while its files are younger than the
+        // settle interval, however many polls see it.
+        write_config(&repo, "simple", "max_batch_size: 2");
+        manager.poll_at(young()).unwrap();
+        manager.poll_at(young()).unwrap();
+        assert_eq!(
+            manager.get("simple", None).unwrap().config.max_batch_size,
+            0
+        );
+        manager.poll_at(settled()).unwrap();
+        assert_eq!(
+            manager.get("simple", None).unwrap().config.max_batch_size,
+            2
+        );
+        assert!(first.upgrade().is_none(), "the old version was retired");
+        assert_eq!(repo.live(), 2);
+
+        // A broken reload keeps the old version serving, reports why, and
+        // is not retried until the files change; other models still follow.
+        write_config(&repo, "simple", "max_batch_size: -2");
+        repo.echo("third");
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
+        assert!(manager.ready("third", None), "polling goes on for others");
+        assert_eq!(
+            manager.get("simple", None).unwrap().config.max_batch_size,
+            2
+        );
+        let index = manager.index(false).unwrap();
+        let simple = index.iter().find(|e| e.name == "simple").unwrap();
+        assert_eq!(
+            (simple.version.as_deref(), simple.state.as_str()),
+            (Some("1"), "READY")
+        );
+        assert!(
+            simple.reason.contains("max_batch_size must be >= 0"),
+            "{simple:?}"
+        );
+        assert!(manager.all_ready(), "the model still serves");
+        let attempts = repo.counters.attempts.load(Ordering::SeqCst);
+        write_config(
+            &repo,
+            "simple",
+            "parameters { key: \"fail\" value { string_value: \"now\" } }",
+        );
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
+        let attempts_after_fail = repo.counters.attempts.load(Ordering::SeqCst);
+        assert_eq!(
+            attempts_after_fail,
+            attempts + 1,
+            "the failing version was tried once"
+        );
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
+        assert_eq!(
+            repo.counters.attempts.load(Ordering::SeqCst),
+            attempts_after_fail,
+            "no retry while the files stay the same"
+        );
+        assert_eq!(
+            manager.get("simple", None).unwrap().config.max_batch_size,
+            2
+        );
+
+        // Fixed: reloaded, the reason cleared.
+        write_config(&repo, "simple", "max_batch_size: 3");
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
+        assert_eq!(
+            manager.get("simple", None).unwrap().config.max_batch_size,
+            3
+        );
+        assert!(
+            manager
+                .index(false)
+                .unwrap()
+                .iter()
+                .all(|e| e.reason.is_empty()),
+            "{:?}",
+            manager.index(false)
+        );
+
+        // A new version directory follows the version policy (latest one).
+        let v1 = Arc::downgrade(&manager.get("added", Some(1)).unwrap());
+        fs::create_dir_all(repo.root.join("added").join("2")).unwrap();
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
+        assert_eq!(manager.ready_versions("added"), vec![2]);
+        assert!(v1.upgrade().is_none());
+        // A change in one version leaves the other versions' instances be.
+        write_config(
+            &repo,
+            "added",
+            "version_policy { specific { versions: [ 1, 2 ] } }",
+        );
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
+        assert_eq!(manager.ready_versions("added"), vec![1, 2]);
+        let (one, two) = (
+            Arc::downgrade(&manager.get("added", Some(1)).unwrap()),
+            Arc::downgrade(&manager.get("added", Some(2)).unwrap()),
+        );
+        fs::write(repo.root.join("added").join("2").join("weights"), "w").unwrap();
+        manager.poll_at(settled()).unwrap();
+        manager.poll_at(settled()).unwrap();
+        assert!(one.upgrade().is_some(), "version 1 kept serving as it was");
+        assert!(two.upgrade().is_none(), "version 2 was recreated");
+        assert_eq!(manager.ready_versions("added"), vec![1, 2]);
+
         fs::remove_dir_all(repo.root.join("simple")).unwrap();
-        manager.poll().unwrap();
-        assert!(!manager.ready("simple", None));
+        manager.poll_at(young()).unwrap();
+        assert!(
+            !manager.ready("simple", None),
+            "a removal is acted on at once"
+        );
         assert!(
             manager
                 .index(false)
@@ -1511,6 +1865,164 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
                 .iter()
                 .all(|e| e.name != "simple")
         );
+        manager.shutdown();
+        assert_eq!(repo.live(), 0);
+    }
+
+    fn echo_request(value: f32) -> InferRequest {
+        InferRequest {
+            model_name: "simple".to_owned(),
+            inputs: vec![
+                Tensor::new(
+                    "IN",
+                    crate::core::DataType::Fp32,
+                    vec![1],
+                    bytes::Bytes::copy_from_slice(&value.to_le_bytes()),
+                )
+                .unwrap(),
+            ],
+            ..InferRequest::default()
+        }
+    }
+
+    #[test]
+    fn requests_in_flight_survive_reloads() {
+        let repo = Repo::new("swap");
+        repo.model(
+            "simple",
+            Some(&format!(
+                "backend: \"echo\"\nparameters {{ key: \"delay_ms\" value {{ string_value: \"2\" }} }}\n{IO}"
+            )),
+            &[1],
+        );
+        let manager = repo.manager(ControlMode::Explicit, &["simple"]);
+        manager.start().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let answered = AtomicUsize::new(0);
+        let failures = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for client in 0..3u8 {
+                let (manager, stop, answered, failures) = (&manager, &stop, &answered, &failures);
+                scope.spawn(move || {
+                    let mut n = 0u16;
+                    while !stop.load(Ordering::Acquire) {
+                        n = n.wrapping_add(1);
+                        let value = f32::from(n) + f32::from(client) * 1e5;
+                        let model = match manager.get("simple", None) {
+                            Ok(model) => model,
+                            Err(e) => {
+                                lock(failures).push(format!("lookup: {}", e.message()));
+                                continue;
+                            }
+                        };
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        model
+                            .scheduler
+                            .submit(echo_request(value), Box::new(move |r| tx.send(r).unwrap()));
+                        drop(model);
+                        match rx.recv_timeout(Duration::from_secs(60)) {
+                            Ok(Ok(response))
+                                if response.outputs[0].data[..] == value.to_le_bytes() =>
+                            {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => lock(failures).push(format!("{other:?}")),
+                        }
+                    }
+                });
+            }
+            for round in 0..6 {
+                // Each override differs, so every round recreates the version.
+                let config = format!(
+                    r#"{{"parameters":{{"delay_ms":{{"string_value":"2"}},"round":{{"string_value":"{round}"}}}}}}"#
+                );
+                manager.load("simple", Some(&config)).unwrap();
+                let current = manager.get("simple", None).unwrap();
+                assert_eq!(
+                    current.config.parameters["round"].string_value,
+                    round.to_string()
+                );
+            }
+            stop.store(true, Ordering::Release);
+        });
+        assert!(lock(&failures).is_empty(), "{:?}", lock(&failures));
+        assert!(answered.load(Ordering::Relaxed) > 0);
+        assert_eq!(repo.live(), 1, "every replaced version was shut down");
+
+        // A caller that looked the old version up before the swap and
+        // submits after it: the old version waits for it.
+        let old = manager.get("simple", None).unwrap();
+        std::thread::scope(|scope| {
+            let loader = scope.spawn(|| manager.load("simple", None));
+            while Arc::ptr_eq(&old, &manager.get("simple", None).unwrap()) {
+                std::thread::yield_now();
+            }
+            assert!(
+                !loader.is_finished(),
+                "the swap waits for the old version's caller"
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            old.scheduler
+                .submit(echo_request(7.0), Box::new(move |r| tx.send(r).unwrap()));
+            drop(old);
+            let response = rx.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+            assert_eq!(response.outputs[0].data[..], 7.0f32.to_le_bytes());
+            loader.join().unwrap().unwrap();
+        });
+        assert_eq!(repo.live(), 1);
+    }
+
+    const WARMUP: &str = r#"model_warmup [ { name: "ones" count: 3
+        inputs { key: "IN" value { data_type: TYPE_FP32 dims: [ 4 ] random_data: true } } } ]
+instance_group [ { count: 2 kind: KIND_CPU } ]"#;
+
+    #[test]
+    fn warmup_runs_on_every_instance_before_ready() {
+        let repo = Repo::new("warmup");
+        repo.model("warm", Some(&format!("backend: \"echo\"\n{WARMUP}\n{IO}")), &[1])
+            .model(
+                "cold",
+                Some(&format!(
+                    "backend: \"echo\"\nparameters {{ key: \"fail_execute\" value {{ string_value: \"\" }} }}\n{WARMUP}\n{IO}"
+                )),
+                &[1],
+            )
+            .model(
+                "invalid",
+                Some(&format!(
+                    "backend: \"echo\"\nmodel_warmup [ {{ name: \"w\" inputs {{ key: \"NOPE\" value {{ data_type: TYPE_FP32 dims: [ 1 ] zero_data: true }} }} }} ]\n{IO}"
+                )),
+                &[1],
+            );
+        let manager = repo.manager(ControlMode::Explicit, &[]);
+        manager.load("warm", None).unwrap();
+        assert!(manager.ready("warm", None));
+        assert_eq!(
+            repo.counters.executed.load(Ordering::SeqCst),
+            6,
+            "3 runs on each of 2 instances"
+        );
+
+        let err = manager.load("cold", None).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "load failed for model 'cold': version 1 is at UNAVAILABLE state: Internal: model 'cold' version 1: warmup sample 'ones' failed: execution refused (fail_execute);"
+        );
+        assert!(!manager.ready("cold", None));
+        let index = manager.index(false).unwrap();
+        let cold = index.iter().find(|e| e.name == "cold").unwrap();
+        assert_eq!(cold.state, "UNAVAILABLE");
+        assert!(
+            cold.reason.contains("warmup sample 'ones' failed"),
+            "{cold:?}"
+        );
+
+        let err = manager.load("invalid", None).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "model 'invalid': warmup sample 'w': input 'IN' is missing"
+        );
+        assert_eq!(repo.live(), 2, "only 'warm' has instances");
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub struct Server {
     id: String,
     strict_readiness: bool,
     manager: ModelManager,
+    /// Set once the startup models were attempted ([`Server::start`]).
+    started: AtomicBool,
     exiting: AtomicBool,
     inflight: Arc<InFlight>,
     labels: Arc<LabelCache>,
@@ -235,6 +237,7 @@ impl Server {
             id: server_id,
             strict_readiness,
             manager,
+            started: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
             inflight: Arc::new(InFlight::default()),
             labels: Arc::new(LabelCache::default()),
@@ -242,10 +245,13 @@ impl Server {
         }
     }
 
-    /// Loads the startup models (see [`ModelManager::start`]). The server
-    /// serves whatever loaded even when this fails.
+    /// Loads the startup models (see [`ModelManager::start`]); the server
+    /// counts as started (see [`Server::is_ready`]) once they were all
+    /// attempted. The server serves whatever loaded even when this fails.
     pub fn start(&self) -> Result<()> {
-        self.manager.start()
+        let loaded = self.manager.start();
+        self.started.store(true, Ordering::Release);
+        loaded
     }
 
     /// The model manager, for the startup table and repository polling.
@@ -266,12 +272,15 @@ impl Server {
         Ok(true)
     }
 
-    /// Readiness: with strict readiness, every model the server tried to
-    /// load is ready; otherwise the server is up. Fails once shutdown has
-    /// begun.
+    /// Readiness: false until the startup models were attempted
+    /// ([`Server::start`]); then, with strict readiness, true while every
+    /// model the server should serve is ready (see
+    /// [`ModelManager::all_ready`]), and without it, true. Fails once
+    /// shutdown has begun.
     pub fn is_ready(&self) -> Result<bool> {
         self.check_exiting()?;
-        Ok(!self.strict_readiness || self.manager.all_ready())
+        Ok(self.started.load(Ordering::Acquire)
+            && (!self.strict_readiness || self.manager.all_ready()))
     }
 
     /// Server name, version and extensions.
@@ -581,6 +590,43 @@ fn apply_classification(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn readiness_follows_startup_strictness_and_shutdown() {
+        let root = std::env::temp_dir().join(format!("nereid-ready-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (name, config) in [
+            (
+                "good",
+                "backend: \"identity\" input [ { name: \"INPUT0\" data_type: TYPE_FP32 dims: [ 1 ] } ] output [ { name: \"OUTPUT0\" data_type: TYPE_FP32 dims: [ 1 ] } ]",
+            ),
+            ("broken", "max_batch_size: -1"),
+        ] {
+            std::fs::create_dir_all(root.join(name).join("1")).unwrap();
+            std::fs::write(root.join(name).join("config.pbtxt"), config).unwrap();
+        }
+        for strict in [true, false] {
+            let server = Server::new(ServerOptions {
+                strict_readiness: strict,
+                manager: ManagerOptions {
+                    repositories: vec![root.clone()],
+                    ..ManagerOptions::default()
+                },
+                ..ServerOptions::default()
+            })
+            .unwrap();
+            assert!(server.is_live().unwrap());
+            assert!(!server.is_ready().unwrap(), "not ready before start");
+            assert!(server.start().is_err(), "'broken' fails");
+            assert!(server.model_ready("good", None).unwrap());
+            assert_eq!(server.is_ready().unwrap(), !strict, "strict: {strict}");
+            server.begin_shutdown();
+            assert!(server.is_ready().is_err());
+            assert!(server.model_ready("good", None).is_err());
+            server.shutdown();
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn drain_wakes_when_the_last_request_ends() {
