@@ -143,8 +143,8 @@ pub fn model_statistics(
                 compute_input: duration(&s.compute_input),
                 compute_infer: duration(&s.compute_infer),
                 compute_output: duration(&s.compute_output),
-                cache_hit: duration(&StatDuration::default()),
-                cache_miss: duration(&StatDuration::default()),
+                cache_hit: duration(&s.cache_hit),
+                cache_miss: duration(&s.cache_miss),
             }),
             batch_stats: s
                 .batches

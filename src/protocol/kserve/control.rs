@@ -355,7 +355,6 @@ fn write_duration(out: &mut Vec<u8>, key: &str, d: &StatDuration) {
 /// and response statistics are present and empty: nereid has no response
 /// cache and no decoupled models yet).
 pub fn model_statistics(rows: &[(String, i64, ModelStats)]) -> Vec<u8> {
-    let none = StatDuration::default();
     let mut out = Vec::with_capacity(512 * rows.len().max(1));
     out.extend_from_slice(b"{\"model_stats\":[");
     for (i, (name, version, s)) in rows.iter().enumerate() {
@@ -380,8 +379,8 @@ pub fn model_statistics(rows: &[(String, i64, ModelStats)]) -> Vec<u8> {
             ("compute_input", &s.compute_input),
             ("compute_infer", &s.compute_infer),
             ("compute_output", &s.compute_output),
-            ("cache_hit", &none),
-            ("cache_miss", &none),
+            ("cache_hit", &s.cache_hit),
+            ("cache_miss", &s.cache_miss),
         ];
         for (j, (key, d)) in phases.iter().enumerate() {
             if j > 0 {
