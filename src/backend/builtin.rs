@@ -21,7 +21,13 @@ use crate::core::{Code, DataType, Error, ParamValue, Result, Tensor};
 
 /// Every built-in backend.
 pub fn all() -> Vec<Arc<dyn Backend>> {
-    vec![Arc::new(AddSub), Arc::new(Identity), Arc::new(Fault)]
+    vec![
+        Arc::new(AddSub),
+        Arc::new(Identity),
+        Arc::new(Fault),
+        Arc::new(super::sequence::Sequence),
+        Arc::new(super::sequence::DynaSequence),
+    ]
 }
 
 fn config_datatype(model: &str, what: &str, name: &str, v: i32) -> Result<DataType> {

@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod builtin;
+pub mod sequence;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
