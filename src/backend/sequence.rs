@@ -458,38 +458,16 @@ mod tests {
             column("END", &pick(|r| r.2)),
             column("READY", &pick(|r| r.3)),
         ];
-        match corrid {
-            Some(DataType::Bytes) => {
-                let mut data = Vec::new();
-                for r in rows {
-                    push_bytes_element(&mut data, r.4.as_bytes());
+        if let Some(datatype) = corrid {
+            let mut data = Vec::new();
+            for r in rows {
+                match datatype {
+                    DataType::Bytes => push_bytes_element(&mut data, r.4.as_bytes()),
+                    _ => data.extend_from_slice(&r.4.parse::<u64>().unwrap().to_le_bytes()),
                 }
-                inputs.push(
-                    Tensor::new(
-                        "CORRID",
-                        DataType::Bytes,
-                        vec![rows.len() as i64, 1],
-                        Bytes::from(data),
-                    )
-                    .unwrap(),
-                );
             }
-            Some(_) => {
-                let data: Vec<u8> = rows
-                    .iter()
-                    .flat_map(|r| r.4.parse::<u64>().unwrap().to_le_bytes())
-                    .collect();
-                inputs.push(
-                    Tensor::new(
-                        "CORRID",
-                        DataType::Uint64,
-                        vec![rows.len() as i64, 1],
-                        Bytes::from(data),
-                    )
-                    .unwrap(),
-                );
-            }
-            None => {}
+            let shape = vec![rows.len() as i64, 1];
+            inputs.push(Tensor::new("CORRID", datatype, shape, Bytes::from(data)).unwrap());
         }
         let out = instance.execute(&ExecRequest {
             inputs: &inputs,

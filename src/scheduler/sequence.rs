@@ -810,12 +810,11 @@ impl Policy for SequencePolicy {
 
     fn executed(&mut self, _instance: usize, jobs: &[Job], produced: &[Result<Vec<Tensor>>]) {
         for (job, result) in jobs.iter().zip(produced) {
+            // Fillers carry a tag no sequence has; a sequence released
+            // while its request ran has no state to keep.
             let (Some(seq), Ok(outputs)) = (self.sequences.get_mut(&job.tag), result) else {
                 continue;
             };
-            if job.tag == FILLER {
-                continue;
-            }
             let next: Option<Vec<Tensor>> = self
                 .states
                 .iter()

@@ -107,18 +107,23 @@ def test_sync_client(url, grpc_url, protocol, dyna):
     check(dyna, int0, int1, str0, id0, id1, string_id)
 
 
+def stream_request(client, model, sequence_id, values, count):
+    """Sends request `count` (from 1) of the sequence of `values`."""
+    inputs, outputs = one_input(grpcclient, values[count - 1])
+    client.async_stream_infer(
+        model_name=model,
+        inputs=inputs,
+        outputs=outputs,
+        request_id=f"{sequence_id}_{count}",
+        sequence_id=sequence_id,
+        sequence_start=(count == 1),
+        sequence_end=(count == len(values)),
+    )
+
+
 def stream_send(client, model, sequence_id, values):
-    for count, value in enumerate(values, start=1):
-        inputs, outputs = one_input(grpcclient, value)
-        client.async_stream_infer(
-            model_name=model,
-            inputs=inputs,
-            outputs=outputs,
-            request_id=f"{sequence_id}_{count}",
-            sequence_id=sequence_id,
-            sequence_start=(count == 1),
-            sequence_end=(count == len(values)),
-        )
+    for count in range(1, len(values) + 1):
+        stream_request(client, model, sequence_id, values, count)
 
 
 def collect(completed, count):
@@ -165,16 +170,7 @@ def test_interleaved_sequences_on_one_stream(gclient, dyna):
     try:
         for count in range(1, len(VALUES) + 2):
             for model, sequence_id, values in plan:
-                inputs, outputs = one_input(grpcclient, values[count - 1])
-                gclient.async_stream_infer(
-                    model_name=model,
-                    inputs=inputs,
-                    outputs=outputs,
-                    request_id=f"{sequence_id}_{count}",
-                    sequence_id=sequence_id,
-                    sequence_start=(count == 1),
-                    sequence_end=(count == len(values)),
-                )
+                stream_request(gclient, model, sequence_id, values, count)
         by_id = collect(completed, 3 * (len(VALUES) + 1))
     finally:
         gclient.stop_stream()
@@ -218,17 +214,22 @@ def http_error(url, **kwargs):
     return e.value
 
 
+def grpc_error(gclient, **kwargs):
+    inputs, outputs = one_input(grpcclient, 1)
+    with pytest.raises(InferenceServerException) as e:
+        gclient.infer("simple_sequence", inputs, outputs=outputs, **kwargs)
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    return e.value.message()
+
+
 def test_a_request_without_a_sequence_id_is_refused(url, gclient):
     e = http_error(url)
     assert e.status() == "400"
     assert e.message() == (
         "inference request to model 'simple_sequence' must specify a non-zero or non-empty correlation ID"
     )
-    inputs, outputs = one_input(grpcclient, 1)
-    with pytest.raises(InferenceServerException) as g:
-        gclient.infer("simple_sequence", inputs, outputs=outputs, sequence_id="")
-    assert g.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "must specify a non-zero or non-empty correlation ID" in g.value.message()
+    message = grpc_error(gclient, sequence_id="")
+    assert "must specify a non-zero or non-empty correlation ID" in message
 
 
 def test_a_sequence_must_start_with_start(url, gclient):
@@ -237,13 +238,8 @@ def test_a_sequence_must_start_with_start(url, gclient):
     assert e.message() == (
         "inference request for sequence 4242 to model 'simple_sequence' must specify the START flag on the first request of the sequence"
     )
-    inputs, outputs = one_input(grpcclient, 1)
-    with pytest.raises(InferenceServerException) as g:
-        gclient.infer("simple_sequence", inputs, outputs=outputs, sequence_id="nope")
-    assert g.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "for sequence nope to model 'simple_sequence' must specify the START flag" in (
-        g.value.message()
-    )
+    message = grpc_error(gclient, sequence_id="nope")
+    assert "for sequence nope to model 'simple_sequence' must specify the START flag" in message
 
 
 def test_an_ended_sequence_needs_a_new_start(url):

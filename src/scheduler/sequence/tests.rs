@@ -88,6 +88,13 @@ fn oldest(max_batch: i32, preferred: &[i32], delay_us: u64) -> ModelConfig {
     )
 }
 
+fn batching_of(c: &mut ModelConfig) -> &mut ModelSequenceBatching {
+    match &mut c.scheduling_choice {
+        Some(SchedulingChoice::SequenceBatching(sb)) => sb,
+        _ => unreachable!("every test config has sequence_batching"),
+    }
+}
+
 fn ctx(config: ModelConfig) -> ModelContext {
     ModelContext {
         name: config.name.clone(),
@@ -410,9 +417,7 @@ fn string_ids_and_corrid_types() {
     assert!(refusal(&mut p, seq(1002, 1, false, false, t0), t0).contains("START flag"));
 
     let mut c = direct(2);
-    let Some(SchedulingChoice::SequenceBatching(sb)) = &mut c.scheduling_choice else {
-        unreachable!()
-    };
+    let sb = batching_of(&mut c);
     sb.control_input[3].control[0].data_type = DataType::Bytes.config_enum();
     let mut p = policy(c, 1);
     admit(
@@ -485,9 +490,7 @@ fn control_encodings_and_shapes() {
 
 fn with_state(initial: Option<InitialState>) -> ModelConfig {
     let mut c = direct(2);
-    let Some(SchedulingChoice::SequenceBatching(sb)) = &mut c.scheduling_choice else {
-        unreachable!()
-    };
+    let sb = batching_of(&mut c);
     sb.state = vec![State {
         input_name: "STATE_IN".into(),
         output_name: "STATE_OUT".into(),
@@ -516,13 +519,7 @@ fn state_of(job: &Job) -> Vec<i32> {
 fn produced(values: [i32; 2]) -> Result<Vec<Tensor>> {
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     Ok(vec![
-        Tensor::new(
-            "OUTPUT",
-            DataType::Int32,
-            vec![1, 1],
-            Bytes::from(vec![0u8; 4]),
-        )
-        .unwrap(),
+        zeros("OUTPUT", DataType::Int32, vec![1, 1]).unwrap(),
         Tensor::new("STATE_OUT", DataType::Int32, vec![1, 2], Bytes::from(data)).unwrap(),
     ])
 }
@@ -619,9 +616,7 @@ fn cancelled_requests_leave_their_sequence() {
 fn configuration_and_request_checks() {
     let bad = |edit: &dyn Fn(&mut ModelSequenceBatching), want: &str| {
         let mut c = direct(2);
-        let Some(SchedulingChoice::SequenceBatching(sb)) = &mut c.scheduling_choice else {
-            unreachable!()
-        };
+        let sb = batching_of(&mut c);
         edit(sb);
         let e = SequencePolicy::new(&ctx(c), 1).err().expect("refused");
         assert!(e.message().contains(want), "{e}");
@@ -677,15 +672,9 @@ fn configuration_and_request_checks() {
 
     let c = direct(2);
     let mut job = seq(1, 1, true, false, Instant::now());
-    job.request.inputs.push(
-        Tensor::new(
-            "READY",
-            DataType::Int32,
-            vec![1, 1],
-            Bytes::from(vec![0u8; 4]),
-        )
-        .unwrap(),
-    );
+    job.request
+        .inputs
+        .push(zeros("READY", DataType::Int32, vec![1, 1]).unwrap());
     let e = validate::validate(&c, &job.request).unwrap_err();
     assert_eq!(
         e.message(),
@@ -697,9 +686,7 @@ fn configuration_and_request_checks() {
 fn direct_waits_for_slot_utilization_or_the_delay() {
     let t0 = Instant::now();
     let mut c = direct(4);
-    let Some(SchedulingChoice::SequenceBatching(sb)) = &mut c.scheduling_choice else {
-        unreachable!()
-    };
+    let sb = batching_of(&mut c);
     sb.strategy_choice = Some(StrategyChoice::Direct(StrategyDirect {
         max_queue_delay_microseconds: 100,
         minimum_slot_utilization: 0.5,
