@@ -45,7 +45,9 @@
 //!   the largest `preferred_batch_size` that fits; else all of them once the
 //!   oldest has waited `max_queue_delay_microseconds`. No filler rows.
 //!
-//! On shutdown every ready request goes out without waiting.
+//! On shutdown every ready request goes out without waiting. The
+//! `priority` and `timeout` request parameters do not apply here: a
+//! sequence's requests run in the order they arrived.
 //!
 //! # Control inputs and implicit state
 //! Every row gets the configured control inputs, shape `[1]` (after the

@@ -324,6 +324,24 @@ def test_an_idle_sequence_is_released(explicit_server):
         client.close()
 
 
+def test_a_bad_sequence_configuration_fails_the_load(explicit_server):
+    config_path = explicit_server.repository / "simple_sequence" / "config.pbtxt"
+    text = config_path.read_text()
+    both = "int32_false_true: [ 0, 1 ] fp32_false_true: [ 0, 1 ]"
+    at = text.rindex("int32_false_true: [ 0, 1 ]")
+    config_path.write_text(text[:at] + both + text[at + len("int32_false_true: [ 0, 1 ]") :])
+    client = httpclient.InferenceServerClient(url=explicit_server.url)
+    try:
+        with pytest.raises(InferenceServerException) as e:
+            client.load_model("simple_sequence")
+    finally:
+        client.close()
+    assert (
+        "model 'simple_sequence': sequence control input 'READY' (CONTROL_SEQUENCE_READY) needs exactly one of int32_false_true, fp32_false_true or bool_false_true"
+        in e.value.message()
+    ), e.value.message()
+
+
 def test_model_configuration_shows_the_sequence_batcher(url):
     client = httpclient.InferenceServerClient(url=url)
     try:
