@@ -377,96 +377,112 @@ output [ { name: "O" data_type: TYPE_INT32 dims: [ 3 ] } ]
         assert_eq!(split_bytes_elements(&s.data).unwrap().len(), 6);
 
         fs::write(dir.0.join(WARMUP_DIR).join("short.bin"), &row[..8]).unwrap();
-        let err = error(
-            r#"model_warmup [ { name: "short"
-               inputs { key: "S" value { data_type: TYPE_STRING dims: [ 2 ] zero_data: true } }
-               inputs { key: "A" value { data_type: TYPE_INT32 dims: [ 3 ] input_data_file: "short.bin" } } } ]"#,
-            &dir.0,
-        );
-        assert_eq!(
-            err,
-            "model 'm': warmup sample 'short': input 'A': input_data_file 'short.bin' has 8 bytes; INT32 [3] needs 12"
-        );
-        let err = error(
-            r#"model_warmup [ { name: "escape"
-               inputs { key: "S" value { data_type: TYPE_STRING dims: [ 2 ] input_data_file: "../a.bin" } }
-               inputs { key: "A" value { data_type: TYPE_INT32 dims: [ 3 ] zero_data: true } } } ]"#,
-            &dir.0,
-        );
-        assert!(
-            err.contains("input 'S': input_data_file '../a.bin' must be a relative path"),
-            "{err}"
-        );
-        let err = error(
-            r#"model_warmup [ { name: "absent"
-               inputs { key: "S" value { data_type: TYPE_STRING dims: [ 2 ] input_data_file: "none.bin" } }
-               inputs { key: "A" value { data_type: TYPE_INT32 dims: [ 3 ] zero_data: true } } } ]"#,
-            &dir.0,
-        );
-        assert!(
-            err.contains("input 'S': cannot read input_data_file"),
-            "{err}"
-        );
+        let cases = [
+            (
+                "S",
+                "zero_data: true",
+                "A",
+                "short.bin",
+                "input 'A': input_data_file 'short.bin' has 8 bytes; INT32 [3] needs 12",
+            ),
+            (
+                "A",
+                "zero_data: true",
+                "S",
+                "../a.bin",
+                "input 'S': input_data_file '../a.bin' must be a relative path inside the 'warmup' directory",
+            ),
+            (
+                "A",
+                "zero_data: true",
+                "S",
+                "none.bin",
+                "input 'S': cannot read input_data_file",
+            ),
+        ];
+        for (other, data, input, file, expected) in cases {
+            let declared = |name: &str| {
+                if name == "A" {
+                    ("TYPE_INT32", 3)
+                } else {
+                    ("TYPE_STRING", 2)
+                }
+            };
+            let (other_type, other_dims) = declared(other);
+            let (input_type, input_dims) = declared(input);
+            let err = error(
+                &format!(
+                    r#"model_warmup [ {{ name: "file"
+                       inputs {{ key: "{other}" value {{ data_type: {other_type} dims: [ {other_dims} ] {data} }} }}
+                       inputs {{ key: "{input}" value {{ data_type: {input_type} dims: [ {input_dims} ] input_data_file: "{file}" }} }} }} ]"#
+                ),
+                &dir.0,
+            );
+            assert!(
+                err.starts_with(&format!("model 'm': warmup sample 'file': {expected}")),
+                "{err}"
+            );
+        }
+    }
+
+    fn warmup_input(key: &str, datatype: &str, dims: &str, data: &str) -> String {
+        format!(
+            r#"inputs {{ key: "{key}" value {{ data_type: {datatype} dims: [ {dims} ] {data} }} }}"#
+        )
     }
 
     #[test]
     fn invalid_entries_name_the_sample_and_input() {
         let dir = Dir::new("invalid");
-        let both =
-            r#"inputs { key: "S" value { data_type: TYPE_STRING dims: [ 2 ] zero_data: true } }"#;
+        let zero = "zero_data: true";
+        let both = warmup_input("S", "TYPE_STRING", "2", zero);
+        let a = warmup_input("A", "TYPE_INT32", "3", zero);
         let cases = [
             (
-                format!(
-                    r#"model_warmup [ {{ name: "w" {both} inputs {{ key: "B" value {{ data_type: TYPE_INT32 dims: [ 3 ] zero_data: true }} }} }} ]"#
-                ),
-                "model 'm': warmup sample 'w': input 'A' is missing",
+                warmup_input("B", "TYPE_INT32", "3", zero),
+                "input 'A' is missing",
             ),
             (
-                format!(
-                    r#"model_warmup [ {{ name: "w" {both} inputs {{ key: "A" value {{ data_type: TYPE_INT32 dims: [ 3 ] zero_data: true }} }} inputs {{ key: "B" value {{ data_type: TYPE_INT32 dims: [ 3 ] zero_data: true }} }} }} ]"#
-                ),
-                "model 'm': warmup sample 'w': input 'B': the model has no such input",
+                format!("{a} {}", warmup_input("B", "TYPE_INT32", "3", zero)),
+                "input 'B': the model has no such input",
             ),
             (
-                format!(
-                    r#"model_warmup [ {{ name: "w" {both} inputs {{ key: "A" value {{ data_type: TYPE_FP32 dims: [ 3 ] zero_data: true }} }} }} ]"#
-                ),
-                "model 'm': warmup sample 'w': input 'A': data_type TYPE_FP32 does not match the input's TYPE_INT32",
+                warmup_input("A", "TYPE_FP32", "3", zero),
+                "input 'A': data_type TYPE_FP32 does not match the input's TYPE_INT32",
             ),
             (
-                format!(
-                    r#"model_warmup [ {{ name: "w" {both} inputs {{ key: "A" value {{ data_type: TYPE_INT32 dims: [ 3 ] }} }} }} ]"#
-                ),
-                "model 'm': warmup sample 'w': input 'A': no data: set one of zero_data, random_data or input_data_file",
+                warmup_input("A", "TYPE_INT32", "3", ""),
+                "input 'A': no data: set one of zero_data, random_data or input_data_file",
             ),
             (
-                format!(
-                    r#"model_warmup [ {{ name: "w" {both} inputs {{ key: "A" value {{ data_type: TYPE_INT32 dims: [ 4 ] zero_data: true }} }} }} ]"#
-                ),
-                "model 'm': warmup sample 'w': input 'A': dims [4] do not fit the input's dims [3]",
+                warmup_input("A", "TYPE_INT32", "4", zero),
+                "input 'A': dims [4] do not fit the input's dims [3]",
             ),
             (
-                format!(
-                    r#"model_warmup [ {{ name: "w" {both} inputs {{ key: "A" value {{ data_type: TYPE_INT32 dims: [ 3 ] zero_data: true }} }} inputs {{ key: "F" value {{ data_type: TYPE_FP32 dims: [ -1 ] zero_data: true }} }} }} ]"#
-                ),
-                "model 'm': warmup sample 'w': input 'F': dims [-1] must be fully specified",
+                format!("{a} {}", warmup_input("F", "TYPE_FP32", "-1", zero)),
+                "input 'F': dims [-1] must be fully specified",
             ),
             (
-                format!(r#"model_warmup [ {{ name: "w" batch_size: 5 {both} }} ]"#),
-                "model 'm': warmup sample 'w': batch_size 5 exceeds the model's max_batch_size 4",
-            ),
-            (
-                format!(r#"model_warmup [ {{ {both} }} ]"#),
-                "model 'm': warmup sample '': a warmup sample needs a name",
+                format!("batch_size: 5 {a}"),
+                "batch_size 5 exceeds the model's max_batch_size 4",
             ),
         ];
-        for (warmup, expected) in cases {
-            assert_eq!(error(&warmup, &dir.0), expected, "{warmup}");
+        for (inputs, expected) in cases {
+            let warmup = format!(r#"model_warmup [ {{ name: "w" {both} {inputs} }} ]"#);
+            assert_eq!(
+                error(&warmup, &dir.0),
+                format!("model 'm': warmup sample 'w': {expected}"),
+                "{warmup}"
+            );
         }
+        assert_eq!(
+            error(&format!("model_warmup [ {{ {both} }} ]"), &dir.0),
+            "model 'm': warmup sample '': a warmup sample needs a name"
+        );
         let mut unbatched = config("");
         unbatched.max_batch_size = 0;
         unbatched.model_warmup = config(&format!(
-            r#"model_warmup [ {{ name: "w" batch_size: 2 {both} inputs {{ key: "A" value {{ data_type: TYPE_INT32 dims: [ 3 ] zero_data: true }} }} }} ]"#
+            r#"model_warmup [ {{ name: "w" batch_size: 2 {both} {a} }} ]"#
         ))
         .model_warmup;
         assert_eq!(
