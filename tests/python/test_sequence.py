@@ -177,6 +177,24 @@ def test_interleaved_sequences_on_one_stream(gclient, dyna):
     check(dyna, by_id[str(id0)], by_id[str(id1)], by_id[string_id], id0, id1, string_id)
 
 
+def test_more_sequences_than_slots_wait_for_one(gclient):
+    """simple_sequence has 8 slots; 20 sequences sent at once on one stream
+    queue for a slot and each still gets its own results, in order."""
+    sequences = {5000 + n: [n, n + 1, n + 2, -n] for n in range(20)}
+    completed = queue.Queue()
+    gclient.start_stream(callback=lambda result, error: completed.put(error or result))
+    try:
+        for count in range(1, 5):
+            for sequence_id, values in sequences.items():
+                stream_request(gclient, "simple_sequence", sequence_id, values, count)
+        by_id = collect(completed, 4 * len(sequences))
+    finally:
+        gclient.stop_stream()
+    for sequence_id, values in sequences.items():
+        got = [int(r[0][0]) for r in by_id[str(sequence_id)]]
+        assert got == [values[0] + 1] + values[1:], sequence_id
+
+
 def test_interleaved_sequences_over_http(url):
     """Two sequences of one model, alternating requests over HTTP."""
     client = httpclient.InferenceServerClient(url=url)
