@@ -765,14 +765,13 @@ impl ModelManager {
             .entry(name.to_owned())
             .or_default()
             .attempted = Some(files.clone());
-        let (config, backend) = self
+        let (config, backend, samples) = self
             .prepare(name, &dir, config_override)
             .and_then(|(config, backend)| {
                 let samples = warmup::build_samples(&config, &dir)?;
-                Ok((config, (backend, samples)))
+                Ok((config, backend, samples))
             })
             .inspect_err(|e| self.record_failure(name, e))?;
-        let (backend, samples) = backend;
 
         let present =
             versions::scan_versions(&dir).inspect_err(|e| self.record_failure(name, e))?;

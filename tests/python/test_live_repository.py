@@ -271,18 +271,19 @@ def test_not_ready_while_starting_and_after_sigterm(tmp_path, strict):
     c = httpclient.InferenceServerClient(url=s.url, network_timeout=30)
     g = grpcclient.InferenceServerClient(url=s.grpc_url)
     try:
-        saw_not_ready = False
-        while True:
+        seen = []
+
+        def started():
             # Model state first: readiness seen afterwards cannot be older.
             loaded = c.is_model_ready("delay")
             ready, grpc_ready = c.is_server_ready(), g.is_server_ready()
             if not loaded:
                 assert not ready and not grpc_ready, "ready before the startup load finished"
-                saw_not_ready = True
-            if ready:
-                break
-            time.sleep(0.05)
-        assert saw_not_ready, "the warmup (3 s) should hold startup long enough to see it"
+            seen.append(ready)
+            return ready
+
+        wait_for(started, "the startup load")
+        assert seen[0] is False, "the warmup (3 s) should hold startup long enough to see it"
         assert g.is_server_ready()
         assert "running warmup sample 'slow'" in s.log_path.read_text(errors="replace")
 
