@@ -137,7 +137,7 @@ fn row_bounds(t: &Tensor, rows: u64) -> Result<Vec<usize>> {
             Ok((0..=rows).map(|r| starts[r * per_row]).collect())
         }
         _ => {
-            if len % rows != 0 {
+            if !len.is_multiple_of(rows) {
                 return Err(Error::internal(format!(
                     "output '{}' has {len} bytes, not a multiple of its {rows} rows",
                     t.name

@@ -175,10 +175,10 @@ impl DynamicBatcher {
     /// The request's queue timeout under its level's policy.
     fn timeout_of(&self, job: &Job, level: usize) -> Option<Duration> {
         let policy = &self.policies[level];
-        if policy.allow_override {
-            if let Some(ParamValue::Int(us)) = job.request.parameters.get("timeout") {
-                return (*us > 0).then(|| Duration::from_micros(*us as u64));
-            }
+        if let (true, Some(ParamValue::Int(us))) =
+            (policy.allow_override, job.request.parameters.get("timeout"))
+        {
+            return (*us > 0).then(|| Duration::from_micros(*us as u64));
         }
         policy.default_timeout
     }

@@ -176,6 +176,10 @@ pub(crate) struct Admitted {
 /// clock.
 pub(crate) trait Policy: Send {
     /// Takes a validated job, or refuses it.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a refusal hands the job back whole, on the rare path; boxing it would cost more than moving it"
+    )]
     fn admit(&mut self, job: Job, now: Instant) -> Result<Admitted, Refused>;
     /// The next batch for free instance `instance`; jobs dropped on the way
     /// (cancelled, timed out) go to `dropped`.
@@ -528,11 +532,12 @@ impl ModelScheduler {
         match st.policy.admit(job, Instant::now()) {
             Ok(admitted) => {
                 wake(shared, &mut st, admitted.wake);
-                if let Some(deadline) = admitted.deadline {
-                    if st.timekeeper_at.is_none_or(|at| deadline < at) {
-                        st.timekeeper_at = Some(deadline);
-                        shared.timekeeper.notify_one();
-                    }
+                if let Some(deadline) = admitted
+                    .deadline
+                    .filter(|d| st.timekeeper_at.is_none_or(|at| *d < at))
+                {
+                    st.timekeeper_at = Some(deadline);
+                    shared.timekeeper.notify_one();
                 }
             }
             Err(refused) => {
