@@ -1,15 +1,18 @@
 """Stateful models through the sequence batcher, the way Triton's SDK
-sequence example clients use them (simple_{http,grpc}_sequence_sync_infer_client
-and simple_grpc_sequence_stream_infer_client, with and without --dyna):
-the same models, calls, sequence ids, values and result checks, over HTTP,
-gRPC and a gRPC stream; interleaved sequences; and the errors a client gets
-for a request that belongs to no sequence."""
+sequence example clients use them: our example clients
+(tests/python/examples/*_sequence_*_client.py, the same models, calls,
+sequence ids, values and result checks as simple_http_sequence_sync_infer_client,
+simple_grpc_sequence_sync_infer_client and simple_grpc_sequence_stream_infer_client,
+with and without --dyna) run as separate processes over HTTP, gRPC and a
+gRPC stream; sequences interleaved and queued for a slot; and the errors a
+client gets for a request that belongs to no sequence."""
 
 import json
 import queue
+import subprocess
+import sys
 import time
-import uuid
-from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,69 +20,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-VALUES = [11, 7, 5, 3, 2, 0, 1]
-
-
-def models(dyna):
-    """(integer-id model, string-id model), as the example clients pick them."""
-    if dyna:
-        return "simple_dyna_sequence", "simple_string_dyna_sequence"
-    return "simple_sequence", "simple_sequence"
-
-
-def ids(dyna, offset):
-    """The clients' sequence ids: two integers and a string (an integer in
-    a string for the dyna model, which adds it to the last result)."""
-    string_id = str(1002 + offset) if dyna else str(uuid.uuid4())
-    return 1000 + offset * 2, 1001 + offset * 2, string_id
-
-
-def one_input(module, value):
-    data = np.full(shape=[1, 1], fill_value=value, dtype=np.int32)
-    inputs = [module.InferInput("INPUT", data.shape, "INT32")]
-    inputs[0].set_data_from_numpy(data)
-    return inputs, [module.InferRequestedOutput("OUTPUT")]
-
-
-def sync_send(client, module, model, sequence_id, values):
-    results = []
-    for count, value in enumerate(values, start=1):
-        inputs, outputs = one_input(module, value)
-        result = client.infer(
-            model_name=model,
-            inputs=inputs,
-            outputs=outputs,
-            sequence_id=sequence_id,
-            sequence_start=(count == 1),
-            sequence_end=(count == len(values)),
-        )
-        results.append(result.as_numpy("OUTPUT"))
-    return results
-
-
-def check(dyna, int0, int1, str0, id0, id1, string_id):
-    """The example clients' checks, result by result."""
-    assert len(int0) == len(int1) == len(str0) == len(VALUES) + 1
-    for i in range(len(int0)):
-        want0 = 1 if i == 0 else VALUES[i - 1]
-        want1 = 101 if i == 0 else -VALUES[i - 1]
-        if i == 0:
-            want_s = 20 if dyna else 21
-        elif dyna:
-            want_s = -VALUES[i - 1] + int(str0[i - 1][0][0])
-        else:
-            want_s = -VALUES[i - 1]
-        # The dyna model adds the correlation id to a sequence's last result.
-        if dyna and i != 0 and VALUES[i - 1] == 1:
-            want0 += id0
-            want1 += id1
-            want_s += int(string_id)
-        got = (int0[i][0][0], int1[i][0][0], str0[i][0][0])
-        assert got == (want0, want1, want_s), f"result {i}"
-
-
-def negated():
-    return [-v for v in VALUES]
+EXAMPLES = Path(__file__).parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from _sequence import mismatches, one_input, sequences, stream_request  # noqa: E402
 
 
 @pytest.fixture()
@@ -90,40 +33,23 @@ def gclient(grpc_url):
 
 
 @pytest.mark.parametrize("dyna", [False, True], ids=["simple", "dyna"])
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_sync_client(url, grpc_url, protocol, dyna):
-    if protocol == "http":
-        module, client = httpclient, httpclient.InferenceServerClient(url=url)
-    else:
-        module, client = grpcclient, grpcclient.InferenceServerClient(url=grpc_url)
-    int_model, string_model = models(dyna)
-    id0, id1, string_id = ids(dyna, offset=10 if protocol == "http" else 20)
-    try:
-        int0 = sync_send(client, module, int_model, id0, [0] + VALUES)
-        int1 = sync_send(client, module, int_model, id1, [100] + negated())
-        str0 = sync_send(client, module, string_model, string_id, [20] + negated())
-    finally:
-        client.close()
-    check(dyna, int0, int1, str0, id0, id1, string_id)
-
-
-def stream_request(client, model, sequence_id, values, count):
-    """Sends request `count` (from 1) of the sequence of `values`."""
-    inputs, outputs = one_input(grpcclient, values[count - 1])
-    client.async_stream_infer(
-        model_name=model,
-        inputs=inputs,
-        outputs=outputs,
-        request_id=f"{sequence_id}_{count}",
-        sequence_id=sequence_id,
-        sequence_start=(count == 1),
-        sequence_end=(count == len(values)),
-    )
-
-
-def stream_send(client, model, sequence_id, values):
-    for count in range(1, len(values) + 1):
-        stream_request(client, model, sequence_id, values, count)
+@pytest.mark.parametrize(
+    "script, offset",
+    [
+        ("http_sequence_sync_client.py", 10),
+        ("grpc_sequence_sync_client.py", 20),
+        ("grpc_sequence_stream_client.py", 30),
+    ],
+)
+def test_example_client(url, grpc_url, script, offset, dyna):
+    """Each client with its own sequence ids (-o), so none collides."""
+    target = url if script.startswith("http") else grpc_url
+    args = [sys.executable, str(EXAMPLES / script), "-u", target, "-o", str(offset)]
+    if dyna:
+        args.append("-d")
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"{script} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    assert p.stdout.rstrip().endswith("PASS: Sequence"), p.stdout[-2000:]
 
 
 def collect(completed, count):
@@ -139,58 +65,37 @@ def collect(completed, count):
 
 
 @pytest.mark.parametrize("dyna", [False, True], ids=["simple", "dyna"])
-def test_stream_client(gclient, dyna):
-    int_model, string_model = models(dyna)
-    id0, id1, string_id = ids(dyna, offset=30)
-    completed = queue.Queue()
-    gclient.start_stream(callback=lambda result, error: completed.put(error or result))
-    try:
-        stream_send(gclient, int_model, id0, [0] + VALUES)
-        stream_send(gclient, int_model, id1, [100] + negated())
-        stream_send(gclient, string_model, string_id, [20] + negated())
-        by_id = collect(completed, 3 * (len(VALUES) + 1))
-    finally:
-        gclient.stop_stream()
-    check(dyna, by_id[str(id0)], by_id[str(id1)], by_id[string_id], id0, id1, string_id)
-
-
-@pytest.mark.parametrize("dyna", [False, True], ids=["simple", "dyna"])
 def test_interleaved_sequences_on_one_stream(gclient, dyna):
-    """The three sequences' requests alternate on the stream; each sequence
-    still sees its own requests in order."""
-    int_model, string_model = models(dyna)
-    id0, id1, string_id = ids(dyna, offset=40)
-    plan = [
-        (int_model, id0, [0] + VALUES),
-        (int_model, id1, [100] + negated()),
-        (string_model, string_id, [20] + negated()),
-    ]
+    """The example clients' three sequences, their requests alternating on
+    one stream; each sequence still sees its own requests in order."""
+    plan = sequences(dyna, 40)
     completed = queue.Queue()
     gclient.start_stream(callback=lambda result, error: completed.put(error or result))
     try:
-        for count in range(1, len(VALUES) + 2):
+        for count in range(1, len(plan[0][2]) + 1):
             for model, sequence_id, values in plan:
                 stream_request(gclient, model, sequence_id, values, count)
-        by_id = collect(completed, 3 * (len(VALUES) + 1))
+        by_id = collect(completed, sum(len(values) for _, _, values in plan))
     finally:
         gclient.stop_stream()
-    check(dyna, by_id[str(id0)], by_id[str(id1)], by_id[string_id], id0, id1, string_id)
+    results = [by_id[str(sequence_id)] for _, sequence_id, _ in plan]
+    assert mismatches(dyna, plan, results) == []
 
 
 def test_more_sequences_than_slots_wait_for_one(gclient):
     """simple_sequence has 8 slots; 20 sequences sent at once on one stream
     queue for a slot and each still gets its own results, in order."""
-    sequences = {5000 + n: [n, n + 1, n + 2, -n] for n in range(20)}
+    plan = {5000 + n: [n, n + 1, n + 2, -n] for n in range(20)}
     completed = queue.Queue()
     gclient.start_stream(callback=lambda result, error: completed.put(error or result))
     try:
         for count in range(1, 5):
-            for sequence_id, values in sequences.items():
+            for sequence_id, values in plan.items():
                 stream_request(gclient, "simple_sequence", sequence_id, values, count)
-        by_id = collect(completed, 4 * len(sequences))
+        by_id = collect(completed, 4 * len(plan))
     finally:
         gclient.stop_stream()
-    for sequence_id, values in sequences.items():
+    for sequence_id, values in plan.items():
         got = [int(r[0][0]) for r in by_id[str(sequence_id)]]
         assert got == [values[0] + 1] + values[1:], sequence_id
 
