@@ -104,6 +104,8 @@ pub struct Options {
     pub metrics_address: String,
     /// `--allow-metrics`.
     pub allow_metrics: bool,
+    /// `--metrics-interval-ms`: how often CPU and memory are sampled.
+    pub metrics_interval_ms: u64,
     /// `--model-control-mode`.
     pub model_control_mode: ModelControlMode,
     /// `--load-model`, in order given (`*` means all).
@@ -174,6 +176,7 @@ impl Default for Options {
             metrics_port: 8002,
             metrics_address: String::new(),
             allow_metrics: true,
+            metrics_interval_ms: 2000,
             model_control_mode: ModelControlMode::None,
             load_models: Vec::new(),
             strict_readiness: true,
@@ -243,7 +246,6 @@ const IGNORED_FLAGS: &[&str] = &[
     "cache-directory",
     "response-cache-byte-size",
     "metrics-config",
-    "metrics-interval-ms",
     "allow-gpu-metrics",
     "allow-cpu-metrics",
     "allow-sagemaker",
@@ -340,6 +342,14 @@ where
             "metrics-port" => o.metrics_port = args_left.number("a port number (0-65535)")?,
             "metrics-address" => o.metrics_address = args_left.value()?,
             "allow-metrics" => o.allow_metrics = args_left.flag()?,
+            "metrics-interval-ms" => {
+                o.metrics_interval_ms = args_left.number("milliseconds")?;
+                if o.metrics_interval_ms == 0 {
+                    return Err(CliError(
+                        "--metrics-interval-ms must be at least 1".to_owned(),
+                    ));
+                }
+            }
             "model-control-mode" => {
                 let v = args_left.value()?;
                 o.model_control_mode = match v.to_ascii_lowercase().as_str() {
@@ -588,6 +598,31 @@ impl Options {
         }
     }
 
+    /// The metrics endpoint's configuration: `--metrics-address`, else the
+    /// HTTP address while HTTP is served, else `0.0.0.0` (as Triton binds
+    /// it); one event loop, plain HTTP.
+    pub fn metrics_config(&self) -> HttpConfig {
+        let address = if !self.metrics_address.is_empty() {
+            self.metrics_address.clone()
+        } else if self.allow_http {
+            self.http_address.clone()
+        } else {
+            "0.0.0.0".to_owned()
+        };
+        HttpConfig {
+            address,
+            port: self.metrics_port,
+            threads: 1,
+            http1: http1::Config::default(),
+            tls: None,
+        }
+    }
+
+    /// How often the metrics endpoint samples CPU and memory.
+    pub fn metrics_interval(&self) -> Duration {
+        Duration::from_millis(self.metrics_interval_ms)
+    }
+
     /// The gRPC service's settings.
     pub fn grpc_config(&self) -> GrpcConfig {
         GrpcConfig {
@@ -806,7 +841,10 @@ pub fn usage() -> String {
          \x20 --grpc-max-message-size <n>      largest message in bytes [{gmsg}]\n\
          \n\
          Metrics:\n\
-         \x20 --allow-metrics <bool>, --metrics-address <addr>, --metrics-port <port> [{metrics}]\n\
+         \x20 --allow-metrics <bool>           serve Prometheus metrics at /metrics [true]\n\
+         \x20 --metrics-address <addr>         address to bind [the HTTP address]\n\
+         \x20 --metrics-port <port>            port to bind; 0 picks a free one [{metrics}]\n\
+         \x20 --metrics-interval-ms <n>        CPU and memory sampling interval [{interval}]\n\
          \n\
          Memory:\n\
          \x20 --pinned-memory-pool-byte-size <n>            [{pinned}]\n\
@@ -830,6 +868,7 @@ pub fn usage() -> String {
         grpc = d.grpc_port,
         gmsg = d.grpc_max_message_size,
         metrics = d.metrics_port,
+        interval = d.metrics_interval_ms,
         pinned = d.pinned_memory_pool_byte_size,
         cuda = DEFAULT_CUDA_POOL_BYTES,
         id = d.server_id,
@@ -896,6 +935,20 @@ mod tests {
     }
 
     #[test]
+    fn metrics_endpoint() {
+        let o = run(&["--http-address=127.0.0.1", "--metrics-port=0"]);
+        let c = o.metrics_config();
+        assert_eq!((c.address.as_str(), c.port, c.threads), ("127.0.0.1", 0, 1));
+        assert_eq!(o.metrics_interval(), Duration::from_millis(2000));
+        let o = run(&["--http-address=127.0.0.1", "--allow-http=false"]);
+        assert_eq!(o.metrics_config().address, "0.0.0.0");
+        let o = run(&["--metrics-address", "::1", "--metrics-interval-ms=250"]);
+        assert_eq!(o.metrics_config().address, "::1");
+        assert_eq!(o.metrics_interval(), Duration::from_millis(250));
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+    }
+
+    #[test]
     fn booleans() {
         let o = run(&[
             "--allow-grpc=false",
@@ -904,6 +957,7 @@ mod tests {
             "--strict-readiness=off",
         ]);
         assert!(!o.allow_grpc && !o.allow_metrics && !o.strict_readiness);
+        assert!(error(&["--metrics-interval-ms=0"]).contains("at least 1"));
         // A bare boolean followed by another flag, or by a non-boolean.
         let o = run(&[
             "--allow-http",

@@ -4,7 +4,8 @@
 //! loops and sockets), `protocol` (sans-IO HTTP/1.1 and the KServe v2 codec),
 //! `server` (the handle front ends call), `repository` (model repository and
 //! lifecycle), `scheduler` (instance threads and queues), `backend` (model
-//! implementations), `core` (shared types).
+//! implementations), `core` (shared types). `metrics` serves Prometheus
+//! metrics from the server's statistics, beside the protocols.
 
 pub mod backend;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod core;
 #[cfg(fuzzing)]
 pub mod fuzz_api;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod repository;

@@ -1,5 +1,5 @@
 //! The `nereid` binary: parse the command line, start logging, build the
-//! service, serve HTTP and gRPC, wait for SIGINT or SIGTERM, drain
+//! service, serve HTTP, gRPC and metrics, wait for SIGINT or SIGTERM, drain
 //! in-flight requests on both for up to `--exit-timeout-secs`, exit.
 //!
 //! Exit codes: 0 after a clean shutdown (or `--help`/`--version`), 1 for a
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nereid::cli::{self, Command, ModelControlMode, Options};
 use nereid::logging;
+use nereid::metrics::MetricsEndpoint;
 use nereid::net::{GrpcServer, HttpServer, HttpService};
 use nereid::protocol::grpc::GrpcService;
 use nereid::protocol::kserve::rest::RestService;
@@ -127,6 +128,21 @@ fn serve(options: &Options) -> Result<(), String> {
     } else {
         None
     };
+    let metrics = if options.allow_metrics {
+        let endpoint = MetricsEndpoint::start(
+            options.metrics_config(),
+            options.metrics_interval(),
+            Arc::clone(&server),
+        )
+        .map_err(|e| {
+            server.shutdown();
+            format!("failed to start the metrics service: {e}")
+        })?;
+        log::info!("Started Metrics Service at {}", endpoint.local_addr());
+        Some(endpoint)
+    } else {
+        None
+    };
     if http.is_none() && grpc.is_none() {
         log::warn!("no endpoint is enabled (--allow-http=false, --allow-grpc=false)");
     }
@@ -203,6 +219,9 @@ fn serve(options: &Options) -> Result<(), String> {
             "{} requests still in flight at the exit timeout",
             server.in_flight()
         );
+    }
+    if let Some(metrics) = metrics {
+        metrics.shutdown(deadline);
     }
     server.shutdown();
     log::info!("All models unloaded; exiting.");

@@ -41,6 +41,19 @@ pub const EXTENSIONS: &[&str] = &[
     "logging",
 ];
 
+/// One ready model version as the metrics endpoint reports it.
+#[derive(Debug, Clone)]
+pub struct ModelMetrics {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: i64,
+    /// Its statistics so far.
+    pub stats: ModelStats,
+    /// Requests waiting in its queue now.
+    pub pending: usize,
+}
+
 /// What the server is built from.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -536,6 +549,21 @@ impl Server {
             .into_iter()
             .map(|m| (m.name.clone(), m.version, m.scheduler.statistics()))
             .collect())
+    }
+
+    /// Every ready model version's statistics with its queue length, for
+    /// the metrics endpoint, ordered by name and version.
+    pub fn model_metrics(&self) -> Vec<ModelMetrics> {
+        self.manager
+            .ready_models()
+            .into_iter()
+            .map(|m| ModelMetrics {
+                name: m.name.clone(),
+                version: m.version,
+                stats: m.scheduler.statistics(),
+                pending: m.scheduler.queued(),
+            })
+            .collect()
     }
 
     /// Requests accepted by [`Server::infer`] and not yet completed.

@@ -66,6 +66,8 @@ class NereidServer:
         self.url = f"127.0.0.1:{self.http_port}"
         self.grpc_port = free_port()
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"127.0.0.1:{self.metrics_port}"
         self.repository = Path(repository or model_repository())
         self.log_path = Path(tempfile.mkdtemp(prefix=f"{name}-")) / "server.log"
         self.args = [
@@ -81,7 +83,7 @@ class NereidServer:
             "--grpc-port",
             str(self.grpc_port),
             "--metrics-port",
-            str(free_port()),
+            str(self.metrics_port),
             *extra_args,
         ]
         self.proc = None
