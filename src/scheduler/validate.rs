@@ -205,7 +205,7 @@ fn supplied_input(config: &ModelConfig, name: &str) -> Option<&'static str> {
 /// (a [false, true] pair for START, END and READY; an integer or string
 /// `data_type` for CORRID); every state is named, clashes with no input,
 /// has a valid `data_type` and fixed dimensions (its own or its
-/// `initial_state`'s).
+/// `initial_state`'s). `iterative_sequence` is refused.
 pub fn sequence_config(config: &ModelConfig) -> Result<()> {
     let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice else {
         return Ok(());
@@ -213,6 +213,9 @@ pub fn sequence_config(config: &ModelConfig) -> Result<()> {
     let model = &config.name;
     let bad = |what: String| Err(Error::invalid_arg(format!("model '{model}': {what}")));
     let is_input = |name: &str| config.input.iter().any(|i| i.name == name);
+    if sb.iterative_sequence {
+        return bad("iterative_sequence is not supported by this server".into());
+    }
     let mut kinds: Vec<Kind> = Vec::new();
     for (n, ci) in sb.control_input.iter().enumerate() {
         let name = &ci.name;

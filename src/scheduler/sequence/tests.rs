@@ -642,6 +642,10 @@ fn configuration_and_request_checks() {
         "unknown kind 9",
     );
     bad(
+        &|sb| sb.iterative_sequence = true,
+        "iterative_sequence is not supported",
+    );
+    bad(
         &|sb| sb.control_input[0].name = "INPUT".into(),
         "also a model input",
     );
