@@ -58,7 +58,7 @@
 //! `state` adds its `input_name` input: for a request that starts its
 //! sequence, the `initial_state` (zeros unless `data_file` names a file in
 //! the model's `initial_state` directory); after that, the `output_name`
-//! output the previous request produced ([`Policy::executed`]).
+//! output the previous request produced (the policy sees it after the batch ran).
 //!
 //! Cancelled requests leave their sequence's queue at the next look at it.
 
