@@ -58,7 +58,8 @@
 //! `state` adds its `input_name` input: for a request that starts its
 //! sequence, the `initial_state` (zeros unless `data_file` names a file in
 //! the model's `initial_state` directory); after that, the `output_name`
-//! output the previous request produced (the policy sees it after the batch ran).
+//! output the previous request produced (the policy sees every output
+//! after a batch ran).
 //!
 //! Cancelled requests leave their sequence's queue at the next look at it.
 
@@ -308,10 +309,10 @@ impl SequencePolicy {
             max_batch,
             preferred,
             strategy,
-            idle: Duration::from_micros(match sb.max_sequence_idle_microseconds {
-                0 => crate::repository::config::DEFAULT_SEQUENCE_IDLE_MICROSECONDS,
-                us => us,
-            }),
+            idle: match sb.max_sequence_idle_microseconds {
+                0 => DEFAULT_IDLE,
+                us => Duration::from_micros(us),
+            },
             controls: controls(model, sb)?,
             states: states(ctx, sb, batching)?,
             slots: vec![vec![None; per_instance]; instances.max(1)],
@@ -669,7 +670,11 @@ impl SequencePolicy {
     }
 }
 
-/// The tag of a filler row's job.
+/// Triton's idle time when `max_sequence_idle_microseconds` is 0 (the
+/// repository's auto-complete writes the same into a loaded configuration).
+const DEFAULT_IDLE: Duration = Duration::from_secs(1);
+
+/// The tag of a filler row's job: no sequence key reaches it.
 const FILLER: u64 = u64::MAX;
 
 /// The flags of a real row.
