@@ -68,14 +68,21 @@ impl Exposition {
         self.out.push_str("# HELP ");
         self.out.push_str(name);
         self.out.push(' ');
-        for c in help.chars() {
+        self.escaped(help, false);
+        let _ = writeln!(self.out, "\n# TYPE {name} {}", kind.as_str());
+    }
+
+    /// Writes `text` with backslashes and newlines escaped, and double
+    /// quotes too in a label value (`quoted`).
+    fn escaped(&mut self, text: &str, quoted: bool) {
+        for c in text.chars() {
             match c {
                 '\\' => self.out.push_str("\\\\"),
                 '\n' => self.out.push_str("\\n"),
+                '"' if quoted => self.out.push_str("\\\""),
                 c => self.out.push(c),
             }
         }
-        let _ = writeln!(self.out, "\n# TYPE {name} {}", kind.as_str());
     }
 
     fn name_and_labels(&mut self, name: &str, labels: &Labels, le: Option<&str>) {
@@ -92,14 +99,7 @@ impl Exposition {
             }
             self.out.push_str(label);
             self.out.push_str("=\"");
-            for c in value.chars() {
-                match c {
-                    '\\' => self.out.push_str("\\\\"),
-                    '"' => self.out.push_str("\\\""),
-                    '\n' => self.out.push_str("\\n"),
-                    c => self.out.push(c),
-                }
-            }
+            self.escaped(value, true);
             self.out.push('"');
         }
         self.out.push('}');

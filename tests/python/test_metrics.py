@@ -15,7 +15,6 @@ request sent right away arrives well within another's execution time
 import re
 import shutil
 import socket
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import NereidServer, model_repository
+from test_scheduling import wait_until
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -97,15 +97,6 @@ def value(samples, name, model=None, **labels):
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-def wait_until(predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def simple_inputs(module, rows, cols=16):
     a = np.arange(rows * cols, dtype=np.int32).reshape(rows, cols)
     inputs = []
@@ -152,7 +143,7 @@ def run_workload(server):
     assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     wait_until(
         lambda: stats(h, "delay")["inference_stats"]["fail"]["count"] == 1,
-        "the cancelled request to be counted",
+        what="the cancelled request to be counted",
     )
 
     # One instance executing, two queued, the fourth refused.
@@ -179,7 +170,7 @@ def run_workload(server):
                 "priority_queue",
             )
             == 2,
-            "two requests queued on priority_queue",
+            what="two requests queued on priority_queue",
         )
         outcomes = sorted(str(f.result(timeout=60)) for f in futures)
     assert outcomes == ["503", "None", "None", "None"]
@@ -319,7 +310,7 @@ def meminfo_total_bytes():
 def test_cpu_and_memory(loaded):
     wait_until(
         lambda: "nv_cpu_utilization" in scrape(loaded.metrics_url)[1],
-        "a CPU utilization sample (every 100 ms)",
+        what="a CPU utilization sample (every 100 ms)",
     )
     samples, types = scrape(loaded.metrics_url)
     assert types["nv_cpu_utilization"] == "gauge"
