@@ -1543,7 +1543,10 @@ mod tests {
             busy,
             Box::new(move |r| busy_tx.send(("busy", r.map(|_| ()))).unwrap()),
         );
-        let queued = delayed(2, 0);
+        // Not cheap (a delay), so it never runs on the caller's thread,
+        // which could take the instance between the first request leaving
+        // the queue and its execution starting.
+        let queued = delayed(2, 1);
         let flag = queued.cancel.clone();
         s.submit(
             queued,
