@@ -15,6 +15,7 @@ request sent right away arrives well within another's execution time
 import re
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -146,14 +147,16 @@ def run_workload(server):
         what="the cancelled request to be counted",
     )
 
-    # One instance executing, two queued, the fourth refused.
-    def slow(i):
+    # One instance executing, two queued, the fourth refused. The first
+    # request holds the instance for 3 s (the others arrive well inside
+    # that, even on a loaded machine); the queue limit decides the rest.
+    def send(i, delay_ms):
         c = httpclient.InferenceServerClient(server.url, network_timeout=60)
         try:
             c.infer(
                 "priority_queue",
                 [int32_input(httpclient, [[i]])],
-                parameters={"execute_delay_ms": 1000},
+                parameters={"execute_delay_ms": delay_ms},
             )
             return None
         except InferenceServerException as e:
@@ -161,17 +164,18 @@ def run_workload(server):
         finally:
             c.close()
 
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(slow, i) for i in range(4)]
-        wait_until(
-            lambda: value(
-                scrape(server.metrics_url)[0],
-                "nv_inference_pending_request_count",
-                "priority_queue",
-            )
-            == 2,
-            what="two requests queued on priority_queue",
+    def pending():
+        return value(
+            scrape(server.metrics_url)[0],
+            "nv_inference_pending_request_count",
+            "priority_queue",
         )
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(send, 0, 3000)]
+        time.sleep(0.3)  # the blocker reaches the idle instance first
+        futures += [pool.submit(send, i, 0) for i in (1, 2, 3)]
+        wait_until(lambda: pending() == 2, what="two requests queued on priority_queue")
         outcomes = sorted(str(f.result(timeout=60)) for f in futures)
     assert outcomes == ["503", "None", "None", "None"]
     h.close()
