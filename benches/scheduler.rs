@@ -6,7 +6,8 @@
 //!   and taking a snapshot of it.
 //! - `submit`: a small `add_sub` request (two INT32 [1,16] tensors) on a
 //!   model without a batcher, where the submitting thread runs it itself
-//!   (caller-runs), from building the request to its completion.
+//!   (caller-runs), from building the request to its completion; beside
+//!   it, building the request alone, the part a front end pays anyway.
 //! - `dynamic_batching`: the same request on a model with a dynamic
 //!   batcher (no queue delay, one instance), which hands it to the
 //!   instance's thread: one request submitted and awaited, and 8 submitted
@@ -174,6 +175,7 @@ fn caller_runs(c: &mut Criterion) {
     let s = start(simple_config("simple"));
     let (tx, rx) = mpsc::channel();
     let mut g = c.benchmark_group("submit");
+    g.bench_function("build_request_only", |b| b.iter(|| request(&data)));
     g.bench_function("caller_runs_add_sub", |b| {
         b.iter(|| {
             submit(&s, &data, &tx);
@@ -251,6 +253,7 @@ fn metrics(c: &mut Criterion) {
         render(&models, &system).len()
     );
     let mut g = c.benchmark_group("metrics");
+    g.sample_size(30);
     g.bench_function("render_50_versions", |b| {
         b.iter(|| render(black_box(&models), &system))
     });
