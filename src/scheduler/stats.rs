@@ -41,9 +41,11 @@ impl StatDuration {
 }
 
 /// Upper bounds, in microseconds, of the latency histograms' buckets
-/// (request, queue and compute durations): 100 us to 10 s, then `+Inf`.
-pub const LATENCY_BOUNDS_US: [u64; 16] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+/// (request, queue and compute durations): 10 us to 10 s, then `+Inf`.
+/// The low buckets matter: a cheap request spends tens of microseconds in
+/// the server.
+pub const LATENCY_BOUNDS_US: [u64; 19] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
@@ -108,7 +110,7 @@ impl<const B: usize> Histogram<B> {
 }
 
 /// A latency histogram: buckets in microseconds, sum in nanoseconds.
-pub type LatencyHistogram = Histogram<16>;
+pub type LatencyHistogram = Histogram<19>;
 /// The batch-size histogram: buckets and sum in rows.
 pub type BatchSizeHistogram = Histogram<11>;
 
@@ -505,8 +507,9 @@ mod tests {
         l.observe_duration(Duration::from_nanos(100_001));
         l.observe_duration(Duration::from_secs(11));
         let cumulative: Vec<(u64, u64)> = l.cumulative().collect();
-        assert_eq!(cumulative[0], (100, 2), "100.001 us rounds down to 100 us");
-        assert_eq!(cumulative[15], (10_000_000, 2));
+        assert_eq!(cumulative[2], (50, 0));
+        assert_eq!(cumulative[3], (100, 2), "100.001 us rounds down to 100 us");
+        assert_eq!(cumulative[18], (10_000_000, 2));
         assert_eq!((l.count(), l.sum()), (3, 11_000_200_001));
     }
 }
