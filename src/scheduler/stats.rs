@@ -45,8 +45,8 @@ impl StatDuration {
 /// The low buckets matter: a cheap request spends tens of microseconds in
 /// the server.
 pub const LATENCY_BOUNDS_US: [u64; 19] = [
-    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
 /// Upper bounds of the batch-size histogram's buckets: powers of two up to
