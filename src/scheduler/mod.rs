@@ -295,6 +295,8 @@ impl State {
 struct OrderGate {
     next: u64,
     held: BTreeMap<u64, (Completion, Result<InferResponse>)>,
+    /// A thread is handing responses out; others only leave theirs.
+    delivering: bool,
 }
 
 struct Shared {
@@ -709,18 +711,28 @@ fn finish(shared: &Shared, job: Job, result: Result<InferResponse>) {
     let Some(complete) = job.complete else {
         return;
     };
-    let (Some(gate), Some(position)) = (&shared.order, job.order) else {
+    let (Some(gate_mutex), Some(position)) = (&shared.order, job.order) else {
         return complete(result);
     };
-    let mut gate = lock(gate);
+    // One thread at a time delivers, in order, with the lock released
+    // around each completion: a completion may submit again (an ensemble's
+    // next step) and come back here on the same thread.
+    let mut gate = lock(gate_mutex);
     gate.held.insert(position, (complete, result));
+    if gate.delivering {
+        return;
+    }
+    gate.delivering = true;
     loop {
         let next = gate.next;
         let Some((complete, result)) = gate.held.remove(&next) else {
-            break;
+            gate.delivering = false;
+            return;
         };
         gate.next += 1;
+        drop(gate);
         complete(result);
+        gate = lock(gate_mutex);
     }
 }
 
