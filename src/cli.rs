@@ -142,6 +142,13 @@ pub struct Options {
     pub cuda_memory_pool_byte_size: Vec<(u32, u64)>,
     /// `--min-supported-compute-capability`.
     pub min_supported_compute_capability: f64,
+    /// `--onnxruntime-library` (or `--backend-config=onnxruntime,library-path=...`):
+    /// the ONNX Runtime shared library; empty looks in the environment and
+    /// the fetch script's cache.
+    pub onnxruntime_library: String,
+    /// `--backend-config=default-max-batch-size=N`: the `max_batch_size`
+    /// auto-complete gives a model that can batch.
+    pub default_max_batch_size: i32,
     /// Problems that did not stop parsing (unknown flags, flags accepted
     /// for compatibility only); log them once logging is up.
     pub warnings: Vec<String>,
@@ -195,6 +202,8 @@ impl Default for Options {
             pinned_memory_pool_byte_size: DEFAULT_PINNED_POOL_BYTES,
             cuda_memory_pool_byte_size: Vec::new(),
             min_supported_compute_capability: 6.0,
+            onnxruntime_library: String::new(),
+            default_max_batch_size: 4,
             warnings: Vec::new(),
         }
     }
@@ -227,7 +236,6 @@ impl std::error::Error for CliError {}
 /// Each takes a value.
 const IGNORED_FLAGS: &[&str] = &[
     "backend-directory",
-    "backend-config",
     "repoagent-directory",
     "model-load-thread-count",
     "model-load-retry-count",
@@ -438,6 +446,11 @@ where
                 o.min_supported_compute_capability =
                     args_left.number("a compute capability such as 6.0")?;
             }
+            "onnxruntime-library" => o.onnxruntime_library = args_left.value()?,
+            "backend-config" => {
+                let v = args_left.value()?;
+                backend_config(&mut o, &v)?;
+            }
             _ if IGNORED_FLAGS.contains(&name) => {
                 args_left.optional_value();
                 o.warnings.push(format!(
@@ -482,6 +495,40 @@ where
         );
     }
     Ok(Command::Run(Box::new(o)))
+}
+
+/// Applies one `--backend-config` value: `<backend>,<setting>=<value>`, or
+/// `<setting>=<value>` for every backend, as Triton takes them. Settings
+/// nereid has no use for are reported, not fatal.
+fn backend_config(o: &mut Options, v: &str) -> Result<(), CliError> {
+    let (backend, setting) = match v.split_once(',') {
+        Some((backend, setting)) if !backend.contains('=') => (Some(backend), setting),
+        _ => (None, v),
+    };
+    let Some((key, value)) = setting.split_once('=') else {
+        return Err(CliError(format!(
+            "invalid value '{v}' for --backend-config: expected <backend>,<setting>=<value> or <setting>=<value>"
+        )));
+    };
+    match (backend, key) {
+        (Some("onnxruntime"), "library-path") => o.onnxruntime_library = value.to_owned(),
+        (None | Some("onnxruntime"), "default-max-batch-size") => {
+            o.default_max_batch_size = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n: &i32| n >= 0)
+                .ok_or_else(|| {
+                    CliError(format!(
+                        "invalid value '{v}' for --backend-config: default-max-batch-size must be a batch size (0 or more)"
+                    ))
+                })?;
+        }
+        _ => o.warnings.push(format!(
+            "--backend-config={v} is accepted for compatibility and has no effect"
+        )),
+    }
+    Ok(())
 }
 
 /// The arguments still to be read, seen from one flag.
@@ -846,6 +893,13 @@ pub fn usage() -> String {
          \x20 --metrics-port <port>            port to bind; 0 picks a free one [{metrics}]\n\
          \x20 --metrics-interval-ms <n>        CPU and memory sampling interval [{interval}]\n\
          \n\
+         ONNX Runtime backend:\n\
+         \x20 --onnxruntime-library <path>     libonnxruntime.so to load [$NEREID_ONNXRUNTIME_LIBRARY,\n\
+         \x20                                  $ORT_DYLIB_PATH, else what scripts/fetch-onnxruntime.sh cached]\n\
+         \x20 --backend-config onnxruntime,library-path=<path>   the same, Triton-style\n\
+         \x20 --backend-config default-max-batch-size=<n>        max_batch_size auto-complete gives\n\
+         \x20                                  a model that can batch [4]\n\
+         \n\
          Memory:\n\
          \x20 --pinned-memory-pool-byte-size <n>            [{pinned}]\n\
          \x20 --cuda-memory-pool-byte-size <gpu>:<bytes>    (repeatable) [0:{cuda}]\n\
@@ -1008,6 +1062,31 @@ mod tests {
         assert!(o.warnings[1].contains("--mystery") && o.warnings[1].contains("value"));
         assert!(o.warnings[2].contains("--backend-directory"));
         assert!(o.warnings[3].contains("stray"));
+    }
+
+    #[test]
+    fn onnxruntime_settings() {
+        let o = run(&[]);
+        assert_eq!(
+            (o.onnxruntime_library.as_str(), o.default_max_batch_size),
+            ("", 4)
+        );
+        let o = run(&["--onnxruntime-library", "/opt/ort/libonnxruntime.so"]);
+        assert_eq!(o.onnxruntime_library, "/opt/ort/libonnxruntime.so");
+        let o = run(&[
+            "--backend-config=onnxruntime,library-path=/x/libonnxruntime.so",
+            "--backend-config",
+            "default-max-batch-size=16",
+            "--backend-config=python,shm-default-byte-size=1024",
+        ]);
+        assert_eq!(o.onnxruntime_library, "/x/libonnxruntime.so");
+        assert_eq!(o.default_max_batch_size, 16);
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        assert!(o.warnings[0].contains("python,shm-default-byte-size"));
+        let o = run(&["--backend-config=onnxruntime,default-max-batch-size=0"]);
+        assert_eq!(o.default_max_batch_size, 0);
+        assert!(error(&["--backend-config=onnxruntime"]).contains("<setting>=<value>"));
+        assert!(error(&["--backend-config=default-max-batch-size=-2"]).contains("batch size"));
     }
 
     #[test]

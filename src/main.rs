@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nereid::backend::onnx::OnnxOptions;
 use nereid::cli::{self, Command, ModelControlMode, Options};
 use nereid::logging;
 use nereid::metrics::MetricsEndpoint;
@@ -72,6 +73,11 @@ fn server_options(options: &Options) -> ServerOptions {
             startup_models: options.load_models.clone(),
             auto_complete: !options.strict_model_config,
             ..ManagerOptions::default()
+        },
+        onnxruntime: OnnxOptions {
+            library: Some(PathBuf::from(&options.onnxruntime_library))
+                .filter(|p| !p.as_os_str().is_empty()),
+            default_max_batch_size: options.default_max_batch_size,
         },
         ..ServerOptions::default()
     }

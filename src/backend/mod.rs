@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod builtin;
+pub mod onnx;
 pub mod sequence;
 
 use std::collections::HashMap;

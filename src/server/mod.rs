@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::backend::BackendRegistry;
+use crate::backend::onnx::{OnnxOptions, OnnxRuntime};
 use crate::core::{DataType, Error, InferRequest, InferResponse, Result};
 use crate::logging::{self, LogSettings};
 use crate::repository::{IndexEntry, LoadedModel, ManagerOptions, ModelManager};
@@ -65,6 +66,9 @@ pub struct ServerOptions {
     pub manager: ManagerOptions,
     /// Trace settings at startup.
     pub trace: TraceSettings,
+    /// The ONNX Runtime backend's settings (library location, auto-complete
+    /// batch size).
+    pub onnxruntime: OnnxOptions,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +78,7 @@ impl Default for ServerOptions {
             strict_readiness: true,
             manager: ManagerOptions::default(),
             trace: TraceSettings::default(),
+            onnxruntime: OnnxOptions::default(),
         }
     }
 }
@@ -226,10 +231,12 @@ fn not_ready() -> Error {
 }
 
 impl Server {
-    /// Builds the server with nereid's built-in backends. Loads nothing:
-    /// call [`Server::start`].
+    /// Builds the server with nereid's built-in backends and the ONNX
+    /// Runtime backend. Loads nothing: call [`Server::start`].
     pub fn new(options: ServerOptions) -> Result<Server> {
-        let manager = ModelManager::new(options.manager, BackendRegistry::with_builtins())?;
+        let mut backends = BackendRegistry::with_builtins();
+        backends.register(Arc::new(OnnxRuntime::new(options.onnxruntime)));
+        let manager = ModelManager::new(options.manager, backends)?;
         Ok(Server::with_manager(
             options.server_id,
             options.strict_readiness,

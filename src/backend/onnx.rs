@@ -1,0 +1,1245 @@
+//! The ONNX Runtime backend: `backend: "onnxruntime"` (or `platform:
+//! "onnxruntime_onnx"`), serving `model.onnx` (or the configuration's
+//! `default_model_filename`) from each version directory.
+//!
+//! ONNX Runtime's C API comes through the `ort` crate, loaded at run time:
+//! nothing is downloaded or linked at build time. The shared library is
+//! found, in this order, at `--onnxruntime-library` (or
+//! `--backend-config=onnxruntime,library-path=...`), `$NEREID_ONNXRUNTIME_LIBRARY`,
+//! `$ORT_DYLIB_PATH`, and the cache that `scripts/fetch-onnxruntime.sh`
+//! fills (`${XDG_CACHE_HOME:-$HOME/.cache}/nereid/onnxruntime/<version>/`).
+//! It is loaded once per process, by the first ONNX model that needs it; when
+//! it cannot be found or loaded, that model is UNAVAILABLE with a message
+//! naming the script, and every other model serves as usual.
+//!
+//! Auto-complete follows Triton's onnxruntime backend: when the
+//! configuration lacks inputs or outputs, they are read from the model (names,
+//! datatypes, dims); a model whose every input and output has a variable
+//! first dimension batches, and gets `max_batch_size` = the
+//! `default-max-batch-size` backend setting (4) when none is set, plus
+//! `dynamic_batching { }` when that is above 1 and no scheduler is set.
+//! Every instance checks the configuration against the model (names,
+//! datatypes, dims), naming the tensor that differs.
+//!
+//! Each instance owns one ONNX Runtime session: `Session::run` needs the
+//! session exclusively, so per-instance sessions let instances run in
+//! parallel without a lock, as Triton's backend does by default. Session
+//! options come from the configuration's `parameters`
+//! (`intra_op_thread_count`, `inter_op_thread_count`, `execution_mode`,
+//! `enable_mem_pattern`) and `optimization.graph.level`. KIND_GPU instances
+//! use the CUDA execution provider on their device, with TensorRT in front
+//! when `optimization.execution_accelerators.gpu_execution_accelerator`
+//! names `tensorrt`; a library built without them (the `onnxruntime` wheel is
+//! CPU-only) fails the instance with a message that says so.
+//!
+//! Tensors cross without copies where the API allows: inputs are handed to
+//! ONNX Runtime as views of the request's bytes when they are aligned for
+//! their element type, and outputs become [`Bytes`] that own ONNX Runtime's
+//! buffers. BOOL and BYTES (ONNX strings) are converted element by element.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytemuck::Pod;
+use bytes::Bytes;
+use half::{bf16, f16};
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
+use ort::value::{
+    DynValue, Outlet, PrimitiveTensorElementType, Tensor as OrtTensor, TensorElementType,
+    TensorRef, ValueType,
+};
+
+use super::{Backend, ExecRequest, ModelContext, ModelInstance};
+use crate::core::proto::inference::model_config::SchedulingChoice;
+use crate::core::proto::inference::model_instance_group::Kind as GroupKind;
+use crate::core::proto::{ModelConfig, ModelDynamicBatching, ModelInput, ModelOutput};
+use crate::core::tensor::{push_bytes_element, shape_to_string, split_bytes_elements};
+use crate::core::{Code, DataType, Error, Result, Tensor};
+
+/// The ONNX Runtime release `scripts/fetch-onnxruntime.sh` fetches and the
+/// default cache location is named after. Any library of release 1.17 or
+/// later works when named explicitly.
+pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
+
+/// The script that fetches the library into the default cache location.
+pub const FETCH_SCRIPT: &str = "scripts/fetch-onnxruntime.sh";
+
+/// nereid's environment variable naming the library.
+pub const LIBRARY_ENV: &str = "NEREID_ONNXRUNTIME_LIBRARY";
+
+/// `ort`'s own environment variable naming the library, honoured too.
+pub const ORT_LIBRARY_ENV: &str = "ORT_DYLIB_PATH";
+
+/// Triton's default for the `default-max-batch-size` backend setting.
+pub const DEFAULT_MAX_BATCH_SIZE: i32 = 4;
+
+/// The backend's settings, from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnnxOptions {
+    /// The library to load; `None` looks in the environment and the cache.
+    pub library: Option<PathBuf>,
+    /// `max_batch_size` auto-complete gives a model that can batch
+    /// (`--backend-config=default-max-batch-size=N`).
+    pub default_max_batch_size: i32,
+}
+
+impl Default for OnnxOptions {
+    fn default() -> OnnxOptions {
+        OnnxOptions {
+            library: None,
+            default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+        }
+    }
+}
+
+/// Where the library is looked for, and which setting chose that place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryLocation {
+    /// The library file.
+    pub path: PathBuf,
+    /// The setting that named it, for messages.
+    pub origin: String,
+}
+
+/// The default cache location of the pinned release's library, given the
+/// values of `XDG_CACHE_HOME` and `HOME`.
+fn default_library(xdg_cache_home: Option<PathBuf>, home: Option<PathBuf>) -> Option<PathBuf> {
+    let cache = xdg_cache_home
+        .filter(|p| p.is_absolute())
+        .or_else(|| home.map(|h| h.join(".cache")))?;
+    Some(
+        cache
+            .join("nereid/onnxruntime")
+            .join(ONNXRUNTIME_VERSION)
+            .join("libonnxruntime.so"),
+    )
+}
+
+/// Resolves the library location from `options` and the environment as
+/// `env` reads it (the first non-empty setting wins).
+fn locate_library_with(
+    options: &OnnxOptions,
+    env: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<LibraryLocation> {
+    if let Some(path) = &options.library {
+        return Ok(LibraryLocation {
+            path: path.clone(),
+            origin: "--onnxruntime-library".to_owned(),
+        });
+    }
+    let set = |name: &str| env(name).filter(|p| !p.as_os_str().is_empty());
+    for name in [LIBRARY_ENV, ORT_LIBRARY_ENV] {
+        if let Some(path) = set(name) {
+            return Ok(LibraryLocation {
+                path,
+                origin: format!("${name}"),
+            });
+        }
+    }
+    default_library(set("XDG_CACHE_HOME"), set("HOME"))
+        .map(|path| LibraryLocation {
+            path,
+            origin: "the default cache location".to_owned(),
+        })
+        .ok_or_else(|| {
+            Error::unavailable(format!(
+                "ONNX Runtime library not found: neither --onnxruntime-library, ${LIBRARY_ENV} nor ${ORT_LIBRARY_ENV} is set, and without $HOME there is no default cache location; run {FETCH_SCRIPT} with HOME set, or name a libonnxruntime.so with --onnxruntime-library"
+            ))
+        })
+}
+
+/// Where the library is looked for under `options` and this process's
+/// environment.
+pub fn locate_library(options: &OnnxOptions) -> Result<LibraryLocation> {
+    locate_library_with(options, |name| std::env::var_os(name).map(PathBuf::from))
+}
+
+/// The loaded library: one per process, since ONNX Runtime allows one
+/// environment and `ort` one library.
+struct Runtime {
+    env: Environment,
+    library: PathBuf,
+}
+
+static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+
+fn how_to_fetch() -> String {
+    format!(
+        "run {FETCH_SCRIPT} to download ONNX Runtime {ONNXRUNTIME_VERSION} (from the onnxruntime package on PyPI) into the default cache location, or name a libonnxruntime.so with --onnxruntime-library or ${LIBRARY_ENV}"
+    )
+}
+
+/// The process's ONNX Runtime, loading the library on first use. A failed
+/// load is not remembered: a later model load tries again (after the script
+/// has fetched the library, say).
+fn runtime(options: &OnnxOptions) -> Result<Arc<Runtime>> {
+    let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(rt) = slot.as_ref() {
+        return Ok(Arc::clone(rt));
+    }
+    let location = locate_library(options)?;
+    if !location.path.exists() {
+        return Err(Error::unavailable(format!(
+            "ONNX Runtime library not found: '{}' (from {}) does not exist; {}",
+            location.path.display(),
+            location.origin,
+            how_to_fetch()
+        )));
+    }
+    let env = ort::init_from(&location.path)
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot load the ONNX Runtime library '{}' (from {}): {e}; {}",
+                location.path.display(),
+                location.origin,
+                how_to_fetch()
+            ))
+        })?
+        .with_name("nereid")
+        .build()
+        .map_err(|e| ort_error("cannot create the ONNX Runtime environment", e))?;
+    log::info!(
+        "loaded ONNX Runtime from '{}' (from {})",
+        location.path.display(),
+        location.origin
+    );
+    let rt = Arc::new(Runtime {
+        env,
+        library: location.path,
+    });
+    *slot = Some(Arc::clone(&rt));
+    Ok(rt)
+}
+
+/// Whether the ONNX Runtime library can be loaded under `options`; the
+/// error says why not and how to fetch it. Loads it when it can.
+pub fn check_runtime(options: &OnnxOptions) -> Result<()> {
+    runtime(options).map(drop)
+}
+
+fn ort_error<R>(context: &str, e: ort::Error<R>) -> Error {
+    Error::internal(format!("{context}: {e}"))
+}
+
+/// nereid's datatype for an ONNX tensor element type, if KServe has one.
+fn datatype_of(ty: TensorElementType) -> Option<DataType> {
+    Some(match ty {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::Uint8,
+        TensorElementType::Uint16 => DataType::Uint16,
+        TensorElementType::Uint32 => DataType::Uint32,
+        TensorElementType::Uint64 => DataType::Uint64,
+        TensorElementType::Int8 => DataType::Int8,
+        TensorElementType::Int16 => DataType::Int16,
+        TensorElementType::Int32 => DataType::Int32,
+        TensorElementType::Int64 => DataType::Int64,
+        TensorElementType::Float16 => DataType::Fp16,
+        TensorElementType::Bfloat16 => DataType::Bf16,
+        TensorElementType::Float32 => DataType::Fp32,
+        TensorElementType::Float64 => DataType::Fp64,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+/// One model input or output as the ONNX graph declares it.
+#[derive(Debug, Clone, PartialEq)]
+struct ModelTensor {
+    name: String,
+    datatype: DataType,
+    /// `-1` for a variable (symbolic or unknown) dimension.
+    dims: Vec<i64>,
+}
+
+fn model_tensors(model: &str, kind: &str, outlets: &[Outlet]) -> Result<Vec<ModelTensor>> {
+    outlets
+        .iter()
+        .map(|outlet| {
+            let name = outlet.name();
+            let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
+                return Err(Error::invalid_arg(format!(
+                    "model '{model}': {kind} '{name}' is {}, not a tensor; nereid serves tensor inputs and outputs only",
+                    outlet.dtype()
+                )));
+            };
+            let datatype = datatype_of(*ty).ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "model '{model}': {kind} '{name}' has ONNX element type {ty}, which has no KServe datatype"
+                ))
+            })?;
+            Ok(ModelTensor {
+                name: name.to_owned(),
+                datatype,
+                dims: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The model file of `version_dir` under `config`.
+fn model_file(config: &ModelConfig, version_dir: &Path) -> PathBuf {
+    let name = if config.default_model_filename.is_empty() {
+        "model.onnx"
+    } else {
+        config.default_model_filename.as_str()
+    };
+    version_dir.join(name)
+}
+
+/// The model file auto-complete reads: the one in the highest-numbered
+/// version directory that has it.
+fn newest_model_file(config: &ModelConfig, model_dir: &Path) -> Result<PathBuf> {
+    let mut versions: Vec<(i64, PathBuf)> = std::fs::read_dir(model_dir)
+        .map_err(|e| {
+            Error::invalid_arg(format!(
+                "cannot read model directory '{}': {e}",
+                model_dir.display()
+            ))
+        })?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse::<i64>().ok()?;
+            Some((version, entry.path()))
+        })
+        .collect();
+    versions.sort_unstable_by_key(|&(v, _)| std::cmp::Reverse(v));
+    versions
+        .iter()
+        .map(|(_, dir)| model_file(config, dir))
+        .find(|file| file.is_file())
+        .ok_or_else(|| {
+            Error::invalid_arg(format!(
+                "model '{}': no version directory of '{}' holds '{}' to complete the configuration from",
+                config.name,
+                model_dir.display(),
+                model_file(config, Path::new("")).display()
+            ))
+        })
+}
+
+/// A configuration `parameters` value, parsed.
+fn parameter<T: std::str::FromStr>(
+    config: &ModelConfig,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    let Some(p) = config.parameters.get(key) else {
+        return Ok(None);
+    };
+    p.string_value.trim().parse().map(Some).map_err(|_| {
+        Error::invalid_arg(format!(
+            "model '{}': parameter '{key}' must be {what}, found '{}'",
+            config.name, p.string_value
+        ))
+    })
+}
+
+fn parse_bool_parameter(config: &ModelConfig, key: &str) -> Result<Option<bool>> {
+    let Some(p) = config.parameters.get(key) else {
+        return Ok(None);
+    };
+    match p.string_value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" | "yes" => Ok(Some(true)),
+        "false" | "0" | "off" | "no" => Ok(Some(false)),
+        _ => Err(Error::invalid_arg(format!(
+            "model '{}': parameter '{key}' must be true or false, found '{}'",
+            config.name, p.string_value
+        ))),
+    }
+}
+
+/// Session options from the configuration: threads, execution mode, memory
+/// pattern and graph optimization level.
+fn configure(config: &ModelConfig, mut builder: SessionBuilder) -> Result<SessionBuilder> {
+    let fail = |e| ort_error("cannot set ONNX Runtime session options", e);
+    let count = "a thread count (0 lets ONNX Runtime choose)";
+    if let Some(n) = parameter::<usize>(config, "intra_op_thread_count", count)?
+        && n > 0
+    {
+        builder = builder.with_intra_threads(n).map_err(fail)?;
+    }
+    if let Some(n) = parameter::<usize>(config, "inter_op_thread_count", count)?
+        && n > 0
+    {
+        builder = builder.with_inter_threads(n).map_err(fail)?;
+    }
+    match parameter::<i32>(config, "execution_mode", "0 (sequential) or 1 (parallel)")? {
+        None | Some(0) => {}
+        Some(1) => builder = builder.with_parallel_execution(true).map_err(fail)?,
+        Some(other) => {
+            return Err(Error::invalid_arg(format!(
+                "model '{}': parameter 'execution_mode' must be 0 (sequential) or 1 (parallel), found {other}",
+                config.name
+            )));
+        }
+    }
+    if let Some(enable) = parse_bool_parameter(config, "enable_mem_pattern")? {
+        builder = builder.with_memory_pattern(enable).map_err(fail)?;
+    }
+    // Triton's levels: -1 basic, 1 extended, 2 none, anything else all.
+    let level = match config.optimization.as_ref().and_then(|o| o.graph.as_ref()) {
+        Some(g) if g.level == -1 => GraphOptimizationLevel::Level1,
+        Some(g) if g.level == 1 => GraphOptimizationLevel::Level2,
+        Some(g) if g.level == 2 => GraphOptimizationLevel::Disable,
+        _ => GraphOptimizationLevel::All,
+    };
+    builder.with_optimization_level(level).map_err(fail)
+}
+
+/// The execution providers for an instance: none (CPU) unless it is a
+/// KIND_GPU instance, which gets CUDA on its device, behind TensorRT when
+/// the configuration asks for it.
+fn execution_providers(
+    config: &ModelConfig,
+    rt: &Runtime,
+    kind: GroupKind,
+    device: Option<i32>,
+) -> Result<Vec<ExecutionProviderDispatch>> {
+    let accelerators = config
+        .optimization
+        .as_ref()
+        .and_then(|o| o.execution_accelerators.as_ref());
+    if let Some(cpu) = accelerators.and_then(|a| a.cpu_execution_accelerator.first()) {
+        return Err(Error::unsupported(format!(
+            "model '{}': cpu_execution_accelerator '{}' is not supported by nereid's onnxruntime backend; remove it to run on ONNX Runtime's CPU provider",
+            config.name, cpu.name
+        )));
+    }
+    if kind != GroupKind::Gpu {
+        return Ok(Vec::new());
+    }
+    let device = device.unwrap_or(0);
+    let unavailable = |provider: &str| {
+        Error::unavailable(format!(
+            "model '{}' has a KIND_GPU instance, but the ONNX Runtime library '{}' has no {provider} (the onnxruntime wheel is CPU-only); fetch a GPU build with NEREID_ONNXRUNTIME_PACKAGE=onnxruntime-gpu {FETCH_SCRIPT} and name it with --onnxruntime-library, or use KIND_CPU",
+            config.name,
+            rt.library.display()
+        ))
+    };
+    let available = |available: ort::Result<bool>| {
+        available.map_err(|e| ort_error("cannot list ONNX Runtime's execution providers", e))
+    };
+    let mut providers = Vec::new();
+    for accelerator in accelerators.map_or(&[][..], |a| &a.gpu_execution_accelerator[..]) {
+        match accelerator.name.as_str() {
+            "tensorrt" => {
+                if !available(ep::TensorRT::is_available())? {
+                    return Err(unavailable(ep::TensorRT::NAME));
+                }
+                let mut trt = ep::TensorRT::default().with_device_id(device);
+                for (key, value) in &accelerator.parameters {
+                    trt = match key.as_str() {
+                        "precision_mode" => trt.with_fp16(value.eq_ignore_ascii_case("FP16")),
+                        "max_workspace_size_bytes" => {
+                            trt.with_max_workspace_size(value.parse().map_err(|_| {
+                                Error::invalid_arg(format!(
+                                    "model '{}': tensorrt parameter 'max_workspace_size_bytes' must be a byte count, found '{value}'",
+                                    config.name
+                                ))
+                            })?)
+                        }
+                        _ => trt,
+                    };
+                }
+                providers.push(trt.build().error_on_failure());
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "model '{}': gpu_execution_accelerator '{other}' is not supported by nereid's onnxruntime backend (supported: tensorrt)",
+                    config.name
+                )));
+            }
+        }
+    }
+    if !available(ep::CUDA::is_available())? {
+        return Err(unavailable(ep::CUDA::NAME));
+    }
+    providers.push(
+        ep::CUDA::default()
+            .with_device_id(device)
+            .build()
+            .error_on_failure(),
+    );
+    Ok(providers)
+}
+
+/// Opens the model file in a session with the configuration's options.
+fn open_session(
+    rt: &Runtime,
+    config: &ModelConfig,
+    providers: Vec<ExecutionProviderDispatch>,
+    file: &Path,
+) -> Result<Session> {
+    let builder = Session::builder(&rt.env)
+        .map_err(|e| ort_error("cannot create an ONNX Runtime session", e))?;
+    let mut builder = configure(config, builder)?;
+    if !providers.is_empty() {
+        builder = builder.with_execution_providers(providers).map_err(|e| {
+            Error::unavailable(format!(
+                "model '{}': cannot enable the GPU execution providers: {e}",
+                config.name
+            ))
+        })?;
+    }
+    if !file.is_file() {
+        return Err(Error::not_found(format!(
+            "model '{}': model file '{}' does not exist",
+            config.name,
+            file.display()
+        )));
+    }
+    builder.commit_from_file(file).map_err(|e| {
+        Error::invalid_arg(format!(
+            "model '{}': ONNX Runtime cannot load '{}': {e}",
+            config.name,
+            file.display()
+        ))
+    })
+}
+
+/// Whether every input and output has a variable first dimension, Triton's
+/// test for a model that can batch.
+fn can_batch(inputs: &[ModelTensor], outputs: &[ModelTensor]) -> bool {
+    inputs
+        .iter()
+        .chain(outputs)
+        .all(|t| t.dims.first() == Some(&-1))
+}
+
+/// Configuration dims (and reshape) for a model tensor, the batch dimension
+/// left out when the model batches. A scalar becomes `dims: [1]`, with an
+/// empty reshape when batching (the configuration cannot say "scalar"
+/// otherwise).
+fn config_dims(t: &ModelTensor, max_batch_size: i32) -> (Vec<i64>, Option<Vec<i64>>) {
+    let skip = usize::from(max_batch_size > 0);
+    let dims: Vec<i64> = t.dims.iter().skip(skip).copied().collect();
+    if dims.is_empty() {
+        (vec![1], (max_batch_size > 0).then(Vec::new))
+    } else {
+        (dims, None)
+    }
+}
+
+/// Fills what the configuration leaves out from the model, Triton's way.
+fn complete(
+    config: &mut ModelConfig,
+    inputs: &[ModelTensor],
+    outputs: &[ModelTensor],
+    default_max_batch_size: i32,
+) -> Result<()> {
+    if can_batch(inputs, outputs) {
+        if config.max_batch_size == 0 {
+            config.max_batch_size = default_max_batch_size.max(0);
+            log::warn!(
+                "model '{}': auto-complete set max_batch_size to {} since the model can batch; set max_batch_size in config.pbtxt for another limit",
+                config.name,
+                config.max_batch_size
+            );
+        }
+        if config.max_batch_size > 1 && config.scheduling_choice.is_none() {
+            config.scheduling_choice = Some(SchedulingChoice::DynamicBatching(
+                ModelDynamicBatching::default(),
+            ));
+        }
+    } else if config.max_batch_size != 0 {
+        return Err(Error::invalid_arg(format!(
+            "model '{}': max_batch_size is {}, but the model cannot batch (every input and output needs a variable first dimension); set max_batch_size: 0",
+            config.name, config.max_batch_size
+        )));
+    }
+    let mbs = config.max_batch_size;
+    let reshape = |shape: Option<Vec<i64>>| {
+        shape.map(|shape| crate::core::proto::ModelTensorReshape { shape })
+    };
+    if config.input.is_empty() {
+        config.input = inputs
+            .iter()
+            .map(|t| {
+                let (dims, shape) = config_dims(t, mbs);
+                ModelInput {
+                    name: t.name.clone(),
+                    data_type: t.datatype.config_enum(),
+                    dims,
+                    reshape: reshape(shape),
+                    ..ModelInput::default()
+                }
+            })
+            .collect();
+    }
+    if config.output.is_empty() {
+        config.output = outputs
+            .iter()
+            .map(|t| {
+                let (dims, shape) = config_dims(t, mbs);
+                ModelOutput {
+                    name: t.name.clone(),
+                    data_type: t.datatype.config_enum(),
+                    dims,
+                    reshape: reshape(shape),
+                    ..ModelOutput::default()
+                }
+            })
+            .collect();
+    }
+    Ok(())
+}
+
+/// Checks one configured tensor against the model's: datatype, and dims
+/// where the model fixes them.
+fn check_tensor(
+    model: &str,
+    kind: &str,
+    declared: &ModelTensor,
+    config_type: i32,
+    config_dims: &[i64],
+    max_batch_size: i32,
+) -> Result<()> {
+    let name = &declared.name;
+    let config_type = DataType::from_config_enum(config_type);
+    if config_type != Some(declared.datatype) {
+        return Err(Error::invalid_arg(format!(
+            "model '{model}': configuration expects datatype {} for {kind} '{name}', the model has {}",
+            config_type.map_or("TYPE_INVALID", DataType::config_name),
+            declared.datatype.config_name()
+        )));
+    }
+    if declared.dims.is_empty() {
+        // A scalar: the configuration says [1] (with an empty reshape when
+        // batching, which leaves only the batch dimension).
+        return if config_dims.iter().all(|&d| d == 1) {
+            Ok(())
+        } else {
+            Err(Error::invalid_arg(format!(
+                "model '{model}': {kind} '{name}' is a scalar in the model, so the configuration must give dims [1], found {}",
+                shape_to_string(config_dims)
+            )))
+        };
+    }
+    let model_dims: &[i64] = if max_batch_size > 0 {
+        if declared.dims.first() != Some(&-1) {
+            return Err(Error::invalid_arg(format!(
+                "model '{model}': {kind} '{name}' has shape {} in the model, whose first dimension is not variable, so the model cannot batch; set max_batch_size: 0",
+                shape_to_string(&declared.dims)
+            )));
+        }
+        &declared.dims[1..]
+    } else {
+        &declared.dims
+    };
+    let fits = model_dims.len() == config_dims.len()
+        && model_dims
+            .iter()
+            .zip(config_dims)
+            .all(|(&m, &c)| m == -1 || m == c);
+    if !fits {
+        return Err(Error::invalid_arg(format!(
+            "model '{model}': {kind} '{name}' has shape {} in the model{}, the configuration gives dims {}",
+            shape_to_string(&declared.dims),
+            if max_batch_size > 0 {
+                " (batch dimension first)"
+            } else {
+                ""
+            },
+            shape_to_string(config_dims)
+        )));
+    }
+    Ok(())
+}
+
+/// How one configured input reaches the model.
+#[derive(Debug)]
+struct InputPlan {
+    name: String,
+    /// The model's shape without the batch dimension when the configuration
+    /// reshapes, or the model takes a scalar; `None` passes the request's
+    /// shape through.
+    model_shape: Option<Vec<i64>>,
+    batched: bool,
+}
+
+impl InputPlan {
+    /// The shape ONNX Runtime gets for a request tensor of `shape`.
+    fn shape_for(&self, shape: &[i64]) -> Result<Vec<i64>> {
+        let Some(inner) = &self.model_shape else {
+            return Ok(shape.to_vec());
+        };
+        let batch = if self.batched { &shape[..1] } else { &[][..] };
+        let elements: i64 = shape[batch.len()..].iter().product();
+        let known: i64 = inner.iter().filter(|&&d| d != -1).product();
+        let mut out = batch.to_vec();
+        for &d in inner {
+            // The one variable dimension a reshape may keep takes whatever
+            // the fixed ones leave.
+            out.push(if d == -1 { elements / known.max(1) } else { d });
+        }
+        if out.iter().product::<i64>() != shape.iter().product::<i64>() {
+            return Err(Error::invalid_arg(format!(
+                "input '{}' of shape {} cannot be reshaped to the model's {}",
+                self.name,
+                shape_to_string(shape),
+                shape_to_string(inner)
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// How one configured output leaves the model.
+#[derive(Debug)]
+struct OutputPlan {
+    name: String,
+    /// The configuration's dims, reported instead of the model's shape when
+    /// the configuration reshapes or the model produces a scalar.
+    config_dims: Option<Vec<i64>>,
+    batched: bool,
+}
+
+impl OutputPlan {
+    fn shape_for(&self, model_shape: &[i64]) -> Vec<i64> {
+        let Some(dims) = &self.config_dims else {
+            return model_shape.to_vec();
+        };
+        let mut out: Vec<i64> = if self.batched {
+            model_shape.first().copied().into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        let elements: i64 = model_shape[out.len()..].iter().product();
+        let known: i64 = dims.iter().filter(|&&d| d != -1).product();
+        out.extend(
+            dims.iter()
+                .map(|&d| if d == -1 { elements / known.max(1) } else { d }),
+        );
+        out
+    }
+}
+
+/// The ONNX Runtime backend.
+#[derive(Debug, Default)]
+pub struct OnnxRuntime {
+    options: OnnxOptions,
+}
+
+impl OnnxRuntime {
+    /// A backend that loads the library per `options` on first use.
+    pub fn new(options: OnnxOptions) -> OnnxRuntime {
+        OnnxRuntime { options }
+    }
+}
+
+impl Backend for OnnxRuntime {
+    fn name(&self) -> &str {
+        "onnxruntime"
+    }
+
+    fn auto_complete(&self, config: &mut ModelConfig, model_path: &Path) -> Result<()> {
+        if !config.input.is_empty() && !config.output.is_empty() {
+            return Ok(());
+        }
+        let rt = runtime(&self.options)?;
+        let file = newest_model_file(config, model_path)?;
+        let session = open_session(&rt, config, Vec::new(), &file)?;
+        let inputs = model_tensors(&config.name, "input", session.inputs())?;
+        let outputs = model_tensors(&config.name, "output", session.outputs())?;
+        complete(
+            config,
+            &inputs,
+            &outputs,
+            self.options.default_max_batch_size,
+        )
+    }
+
+    fn create_instance(&self, ctx: &ModelContext, index: usize) -> Result<Box<dyn ModelInstance>> {
+        let rt = runtime(&self.options)?;
+        let config = &ctx.config;
+        let placement = crate::scheduler::placements(config)
+            .into_iter()
+            .nth(index)
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "model '{}' has no instance {index} in its instance groups",
+                    config.name
+                ))
+            })?;
+        let providers = execution_providers(config, &rt, placement.kind, placement.device)?;
+        let file = model_file(config, &ctx.version_path);
+        let session = open_session(&rt, config, providers, &file)?;
+        OnnxInstance::new(config, session)
+            .map(|instance| Box::new(instance) as Box<dyn ModelInstance>)
+    }
+}
+
+/// One instance: its own session and the plans derived from checking the
+/// configuration against the model.
+struct OnnxInstance {
+    session: Session,
+    inputs: Vec<InputPlan>,
+    outputs: Vec<OutputPlan>,
+}
+
+impl OnnxInstance {
+    fn new(config: &ModelConfig, session: Session) -> Result<OnnxInstance> {
+        let model = config.name.as_str();
+        let mbs = config.max_batch_size;
+        let model_inputs = model_tensors(model, "input", session.inputs())?;
+        let model_outputs = model_tensors(model, "output", session.outputs())?;
+        let names = |ts: &[ModelTensor]| {
+            ts.iter()
+                .map(|t| format!("'{}'", t.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut inputs = Vec::with_capacity(config.input.len());
+        for input in &config.input {
+            let declared = model_inputs
+                .iter()
+                .find(|t| t.name == input.name)
+                .ok_or_else(|| {
+                    Error::invalid_arg(format!(
+                        "model '{model}': configuration input '{}' is not an input of the model (model inputs: {})",
+                        input.name,
+                        names(&model_inputs)
+                    ))
+                })?;
+            let dims = input.reshape.as_ref().map_or(&input.dims, |r| &r.shape);
+            check_tensor(model, "input", declared, input.data_type, dims, mbs)?;
+            inputs.push(InputPlan {
+                name: input.name.clone(),
+                model_shape: match &input.reshape {
+                    Some(r) => Some(r.shape.clone()),
+                    None => declared.dims.is_empty().then(Vec::new),
+                },
+                batched: mbs > 0,
+            });
+        }
+        if let Some(missing) = model_inputs
+            .iter()
+            .find(|t| !config.input.iter().any(|i| i.name == t.name))
+        {
+            return Err(Error::invalid_arg(format!(
+                "model '{model}': model input '{}' is missing from the configuration, which declares {} of the model's {} inputs",
+                missing.name,
+                config.input.len(),
+                model_inputs.len()
+            )));
+        }
+        let mut outputs = Vec::with_capacity(config.output.len());
+        for output in &config.output {
+            let declared = model_outputs
+                .iter()
+                .find(|t| t.name == output.name)
+                .ok_or_else(|| {
+                    Error::invalid_arg(format!(
+                        "model '{model}': configuration output '{}' is not an output of the model (model outputs: {})",
+                        output.name,
+                        names(&model_outputs)
+                    ))
+                })?;
+            let dims = output.reshape.as_ref().map_or(&output.dims, |r| &r.shape);
+            check_tensor(model, "output", declared, output.data_type, dims, mbs)?;
+            outputs.push(OutputPlan {
+                name: output.name.clone(),
+                config_dims: (output.reshape.is_some() || declared.dims.is_empty())
+                    .then(|| output.dims.clone()),
+                batched: mbs > 0,
+            });
+        }
+        Ok(OnnxInstance {
+            session,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+impl ModelInstance for OnnxInstance {
+    fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
+        if request.cancel.is_cancelled() {
+            return Err(Error::new(
+                Code::Cancelled,
+                "the request was cancelled before ONNX Runtime ran it",
+            ));
+        }
+        let mut feeds: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(self.inputs.len());
+        for plan in &self.inputs {
+            let tensor = request.input(&plan.name)?;
+            let shape = plan.shape_for(&tensor.shape)?;
+            feeds.push((plan.name.as_str(), input_value(tensor, shape)?));
+        }
+        let mut selector = OutputSelector::no_default();
+        for name in request.outputs {
+            selector = selector.with(name.as_str());
+        }
+        let options = RunOptions::new()
+            .map_err(|e| ort_error("cannot create ONNX Runtime run options", e))?
+            .with_outputs(selector);
+        let mut produced = self
+            .session
+            .run_with_options(feeds, &options)
+            .map_err(|e| Error::internal(format!("ONNX Runtime failed to run the model: {e}")))?;
+        let mut outputs = Vec::with_capacity(request.outputs.len());
+        for name in request.outputs {
+            let plan = self.outputs.iter().find(|p| &p.name == name);
+            let value = produced.remove(name.as_str()).ok_or_else(|| {
+                Error::internal(format!("ONNX Runtime produced no output '{name}'"))
+            })?;
+            let ValueType::Tensor { shape, .. } = value.dtype() else {
+                return Err(Error::internal(format!(
+                    "ONNX Runtime output '{name}' is not a tensor"
+                )));
+            };
+            let shape = match plan {
+                Some(plan) => plan.shape_for(shape),
+                None => shape.to_vec(),
+            };
+            let (datatype, data) = output_data(name, value)?;
+            outputs.push(Tensor::new(name.clone(), datatype, shape, data)?);
+        }
+        Ok(outputs)
+    }
+}
+
+/// An ONNX Runtime input over a nereid tensor of the model's `shape`.
+fn input_value(tensor: &Tensor, shape: Vec<i64>) -> Result<SessionInputValue<'_>> {
+    match tensor.datatype {
+        DataType::Uint8 => numeric_input::<u8>(tensor, shape),
+        DataType::Uint16 => numeric_input::<u16>(tensor, shape),
+        DataType::Uint32 => numeric_input::<u32>(tensor, shape),
+        DataType::Uint64 => numeric_input::<u64>(tensor, shape),
+        DataType::Int8 => numeric_input::<i8>(tensor, shape),
+        DataType::Int16 => numeric_input::<i16>(tensor, shape),
+        DataType::Int32 => numeric_input::<i32>(tensor, shape),
+        DataType::Int64 => numeric_input::<i64>(tensor, shape),
+        DataType::Fp16 => numeric_input::<f16>(tensor, shape),
+        DataType::Bf16 => numeric_input::<bf16>(tensor, shape),
+        DataType::Fp32 => numeric_input::<f32>(tensor, shape),
+        DataType::Fp64 => numeric_input::<f64>(tensor, shape),
+        DataType::Bool => {
+            // ONNX Runtime reads BOOL as one byte per element too, but Rust's
+            // bool may only hold 0 or 1, so the bytes are checked and copied.
+            let values = tensor
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| match b {
+                    0 => Ok(false),
+                    1 => Ok(true),
+                    other => Err(Error::invalid_arg(format!(
+                        "input '{}' element {i} is {other}, not a BOOL (0 or 1)",
+                        tensor.name
+                    ))),
+                })
+                .collect::<Result<Vec<bool>>>()?;
+            owned(&tensor.name, OrtTensor::from_array((shape, values)))
+        }
+        DataType::Bytes => {
+            // ONNX strings are C strings: each element is checked for UTF-8
+            // (the API takes &str) and copied into the string tensor.
+            let elements = split_bytes_elements(&tensor.data)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    String::from_utf8(e.to_vec()).map_err(|_| {
+                        Error::invalid_arg(format!(
+                            "input '{}' element {i} is not UTF-8 text, which an ONNX string tensor needs",
+                            tensor.name
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<String>>>()?;
+            owned(
+                &tensor.name,
+                OrtTensor::from_string_array((shape, &elements[..])),
+            )
+        }
+    }
+}
+
+fn owned<T: ort::value::IntoTensorElementType + std::fmt::Debug>(
+    name: &str,
+    tensor: ort::Result<OrtTensor<T>>,
+) -> Result<SessionInputValue<'static>> {
+    tensor
+        .map(SessionInputValue::from)
+        .map_err(|e| Error::invalid_arg(format!("input '{name}': {e}")))
+}
+
+/// A fixed-size input: a view of the request's bytes when they are aligned
+/// for `T`, else one copy into an aligned buffer (a binary request body
+/// packs tensors back to back, so an element may start at any byte).
+fn numeric_input<T: PrimitiveTensorElementType + Pod + std::fmt::Debug>(
+    tensor: &Tensor,
+    shape: Vec<i64>,
+) -> Result<SessionInputValue<'_>> {
+    match bytemuck::try_cast_slice::<u8, T>(&tensor.data) {
+        Ok(elements) => TensorRef::from_array_view((shape, elements))
+            .map(SessionInputValue::from)
+            .map_err(|e| Error::invalid_arg(format!("input '{}': {e}", tensor.name))),
+        Err(_) => {
+            let copy: Vec<T> = tensor
+                .data
+                .chunks_exact(size_of::<T>())
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
+            owned(&tensor.name, OrtTensor::from_array((shape, copy)))
+        }
+    }
+}
+
+/// An ONNX Runtime output tensor that backs a [`Bytes`]: the response reads
+/// ONNX Runtime's buffer in place and frees it when the last slice goes.
+struct OutputBuffer<T> {
+    value: DynValue,
+    element: std::marker::PhantomData<T>,
+}
+
+impl<T: PrimitiveTensorElementType + Pod> AsRef<[u8]> for OutputBuffer<T> {
+    fn as_ref(&self) -> &[u8] {
+        let (_, elements) = self
+            .value
+            .try_extract_tensor::<T>()
+            .expect("the element type was checked when the buffer was made");
+        bytemuck::cast_slice(elements)
+    }
+}
+
+fn numeric_output<T: PrimitiveTensorElementType + Pod + Send + 'static>(
+    name: &str,
+    value: DynValue,
+) -> Result<Bytes> {
+    value
+        .try_extract_tensor::<T>()
+        .map_err(|e| Error::internal(format!("ONNX Runtime output '{name}': {e}")))?;
+    Ok(Bytes::from_owner(OutputBuffer::<T> {
+        value,
+        element: std::marker::PhantomData,
+    }))
+}
+
+/// The datatype and wire bytes of an output.
+fn output_data(name: &str, value: DynValue) -> Result<(DataType, Bytes)> {
+    let ValueType::Tensor { ty, .. } = value.dtype() else {
+        return Err(Error::internal(format!(
+            "ONNX Runtime output '{name}' is not a tensor"
+        )));
+    };
+    let ty = *ty;
+    let datatype = datatype_of(ty).ok_or_else(|| {
+        Error::internal(format!(
+            "ONNX Runtime output '{name}' has element type {ty}, which has no KServe datatype"
+        ))
+    })?;
+    let extract = |e| Error::internal(format!("ONNX Runtime output '{name}': {e}"));
+    let data = match datatype {
+        DataType::Uint8 => numeric_output::<u8>(name, value)?,
+        DataType::Uint16 => numeric_output::<u16>(name, value)?,
+        DataType::Uint32 => numeric_output::<u32>(name, value)?,
+        DataType::Uint64 => numeric_output::<u64>(name, value)?,
+        DataType::Int8 => numeric_output::<i8>(name, value)?,
+        DataType::Int16 => numeric_output::<i16>(name, value)?,
+        DataType::Int32 => numeric_output::<i32>(name, value)?,
+        DataType::Int64 => numeric_output::<i64>(name, value)?,
+        DataType::Fp16 => numeric_output::<f16>(name, value)?,
+        DataType::Bf16 => numeric_output::<bf16>(name, value)?,
+        DataType::Fp32 => numeric_output::<f32>(name, value)?,
+        DataType::Fp64 => numeric_output::<f64>(name, value)?,
+        DataType::Bool => {
+            let (_, elements) = value.try_extract_tensor::<bool>().map_err(extract)?;
+            elements
+                .iter()
+                .map(|&b| u8::from(b))
+                .collect::<Vec<u8>>()
+                .into()
+        }
+        DataType::Bytes => {
+            let (_, strings) = value.try_extract_strings().map_err(extract)?;
+            let mut raw = Vec::with_capacity(strings.iter().map(|s| s.len() + 4).sum());
+            for s in &strings {
+                push_bytes_element(&mut raw, s.as_bytes());
+            }
+            raw.into()
+        }
+    };
+    Ok((datatype, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, datatype: DataType, dims: &[i64]) -> ModelTensor {
+        ModelTensor {
+            name: name.to_owned(),
+            datatype,
+            dims: dims.to_vec(),
+        }
+    }
+
+    #[test]
+    fn library_location_order() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| PathBuf::from(v))
+            }
+        };
+        let explicit = OnnxOptions {
+            library: Some(PathBuf::from("/opt/ort/libonnxruntime.so")),
+            ..OnnxOptions::default()
+        };
+        let all = env(&[
+            (LIBRARY_ENV, "/nereid.so"),
+            (ORT_LIBRARY_ENV, "/ort.so"),
+            ("HOME", "/home/u"),
+        ]);
+        assert_eq!(
+            locate_library_with(&explicit, &all).unwrap().path,
+            PathBuf::from("/opt/ort/libonnxruntime.so")
+        );
+        let defaults = OnnxOptions::default();
+        let found = locate_library_with(&defaults, &all).unwrap();
+        assert_eq!(
+            (found.path, found.origin),
+            (PathBuf::from("/nereid.so"), format!("${LIBRARY_ENV}"))
+        );
+        let ort_only = env(&[(LIBRARY_ENV, ""), (ORT_LIBRARY_ENV, "/ort.so")]);
+        assert_eq!(
+            locate_library_with(&defaults, ort_only).unwrap().path,
+            PathBuf::from("/ort.so")
+        );
+        let home = locate_library_with(&defaults, env(&[("HOME", "/home/u")])).unwrap();
+        assert_eq!(
+            home.path,
+            PathBuf::from(format!(
+                "/home/u/.cache/nereid/onnxruntime/{ONNXRUNTIME_VERSION}/libonnxruntime.so"
+            ))
+        );
+        let xdg = env(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/xdg")]);
+        assert!(
+            locate_library_with(&defaults, xdg)
+                .unwrap()
+                .path
+                .starts_with("/xdg/nereid/onnxruntime")
+        );
+        let nothing = locate_library_with(&defaults, env(&[])).unwrap_err();
+        assert_eq!(nothing.code(), Code::Unavailable);
+        assert!(nothing.message().contains(FETCH_SCRIPT));
+    }
+
+    #[test]
+    fn auto_complete_batching_model() {
+        let inputs = [
+            tensor("x", DataType::Fp32, &[-1, 3]),
+            tensor("s", DataType::Int64, &[-1]),
+        ];
+        let outputs = [tensor("y", DataType::Fp32, &[-1, 3])];
+        let mut config = ModelConfig {
+            name: "m".into(),
+            ..ModelConfig::default()
+        };
+        complete(&mut config, &inputs, &outputs, DEFAULT_MAX_BATCH_SIZE).unwrap();
+        assert_eq!(config.max_batch_size, 4);
+        assert!(matches!(
+            config.scheduling_choice,
+            Some(SchedulingChoice::DynamicBatching(_))
+        ));
+        assert_eq!(config.input[0].dims, vec![3]);
+        assert_eq!(config.input[0].data_type, DataType::Fp32.config_enum());
+        assert_eq!(config.input[1].dims, vec![1]);
+        assert_eq!(
+            config.input[1].reshape.as_ref().unwrap().shape,
+            Vec::<i64>::new()
+        );
+        assert_eq!(config.output[0].name, "y");
+    }
+
+    #[test]
+    fn auto_complete_fixed_model_and_errors() {
+        let inputs = [
+            tensor("x", DataType::Bytes, &[2, -1]),
+            tensor("k", DataType::Bool, &[]),
+        ];
+        let outputs = [tensor("y", DataType::Bytes, &[2, -1])];
+        let mut config = ModelConfig {
+            name: "m".into(),
+            ..ModelConfig::default()
+        };
+        complete(&mut config, &inputs, &outputs, DEFAULT_MAX_BATCH_SIZE).unwrap();
+        assert_eq!(config.max_batch_size, 0);
+        assert!(config.scheduling_choice.is_none());
+        assert_eq!(config.input[0].dims, vec![2, -1]);
+        assert_eq!(config.input[1].dims, vec![1]);
+        assert!(config.input[1].reshape.is_none());
+
+        let mut batching = ModelConfig {
+            name: "m".into(),
+            max_batch_size: 8,
+            ..ModelConfig::default()
+        };
+        let err = complete(&mut batching, &inputs, &outputs, 4).unwrap_err();
+        assert!(err.message().contains("cannot batch"), "{}", err.message());
+
+        // A configured max_batch_size of 1 keeps the default scheduler.
+        let mut one = ModelConfig {
+            name: "m".into(),
+            max_batch_size: 1,
+            ..ModelConfig::default()
+        };
+        let batchable = [tensor("x", DataType::Fp32, &[-1])];
+        complete(&mut one, &batchable, &batchable, 4).unwrap();
+        assert!(one.scheduling_choice.is_none());
+    }
+
+    #[test]
+    fn config_checked_against_model() {
+        let x = tensor("x", DataType::Fp32, &[-1, 3, -1]);
+        let fp32 = DataType::Fp32.config_enum();
+        assert!(check_tensor("m", "input", &x, fp32, &[3, 5], 4).is_ok());
+        assert!(check_tensor("m", "input", &x, fp32, &[3, -1], 4).is_ok());
+        let e = check_tensor("m", "input", &x, fp32, &[4, 5], 4).unwrap_err();
+        assert!(e.message().contains("input 'x'") && e.message().contains("[4,5]"));
+        let e =
+            check_tensor("m", "input", &x, DataType::Int32.config_enum(), &[3, 5], 4).unwrap_err();
+        assert!(e.message().contains("TYPE_INT32") && e.message().contains("TYPE_FP32"));
+        assert!(check_tensor("m", "input", &x, fp32, &[-1, 3, 5], 0).is_ok());
+        let fixed = tensor("f", DataType::Fp32, &[2, 3]);
+        let e = check_tensor("m", "output", &fixed, fp32, &[3], 4).unwrap_err();
+        assert!(e.message().contains("cannot batch"));
+        let scalar = tensor("s", DataType::Fp32, &[]);
+        assert!(check_tensor("m", "input", &scalar, fp32, &[1], 0).is_ok());
+        assert!(check_tensor("m", "input", &scalar, fp32, &[2], 0).is_err());
+    }
+
+    #[test]
+    fn reshapes() {
+        let plan = InputPlan {
+            name: "x".into(),
+            model_shape: Some(vec![2, -1]),
+            batched: true,
+        };
+        assert_eq!(plan.shape_for(&[3, 8]).unwrap(), vec![3, 2, 4]);
+        let scalar = InputPlan {
+            name: "s".into(),
+            model_shape: Some(Vec::new()),
+            batched: false,
+        };
+        assert_eq!(scalar.shape_for(&[1]).unwrap(), Vec::<i64>::new());
+        assert!(scalar.shape_for(&[2]).is_err());
+        let out = OutputPlan {
+            name: "y".into(),
+            config_dims: Some(vec![1]),
+            batched: true,
+        };
+        assert_eq!(out.shape_for(&[5]), vec![5, 1]);
+        let flat = OutputPlan {
+            name: "y".into(),
+            config_dims: Some(vec![-1]),
+            batched: false,
+        };
+        assert_eq!(flat.shape_for(&[2, 3]), vec![6]);
+    }
+}
