@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --locked --bin nereid
+# The ONNX models need ONNX Runtime's library: fetched once into the cache.
+bash scripts/fetch-onnxruntime.sh >/dev/null
 exec target/release/nereid --model-repository model_repository "$@"

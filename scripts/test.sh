@@ -2,7 +2,8 @@
 # Runs every test nereid has, on a fresh machine too:
 #
 #   1. cargo fmt --check, cargo clippy --all-targets -D warnings
-#   2. cargo test (unit and in-process integration tests)
+#   2. cargo test (unit and in-process integration tests), after fetching
+#      the ONNX Runtime library into its cache (scripts/fetch-onnxruntime.sh)
 #   3. the release binary, started on free loopback ports with the example
 #      repository, driven by the tritonclient suite over HTTP and gRPC plus
 #      adversarial HTTP/2 (tests/python, in a venv
@@ -53,6 +54,12 @@ if [[ -z "${SKIP_LINT:-}" ]]; then
 	step "cargo clippy --all-targets -- -D warnings"
 	run_check "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 fi
+
+# The ONNX backend's tests load ONNX Runtime from the cache this fills (the
+# venv's pip downloads the wheel once; later runs find it cached).
+step "ONNX Runtime library (scripts/fetch-onnxruntime.sh)"
+ensure_pyenv
+PYTHON="$PY" bash scripts/fetch-onnxruntime.sh || die "fetching ONNX Runtime failed"
 
 step "cargo test"
 run_check "cargo test" cargo test --locked
