@@ -8,8 +8,10 @@
 //! strings these steps together (see [`crate::repository::manager`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 use prost_reflect::{DeserializeOptions, DynamicMessage, SerializeOptions};
 
@@ -24,7 +26,7 @@ use crate::core::proto::inference::{
 use crate::core::proto::{
     ModelConfig, ModelInstanceGroup, ModelVersionPolicy, model_config_descriptor,
 };
-use crate::core::{Error, Result};
+use crate::core::{DataType, Error, Result};
 
 /// File name of a model's configuration inside its directory.
 pub const CONFIG_FILE: &str = "config.pbtxt";
@@ -588,6 +590,173 @@ fn validate_platform(config: &ModelConfig, source: &ConfigSource) -> Result<()> 
     Ok(())
 }
 
+/// A datatype's configuration name for messages.
+fn type_name(data_type: i32) -> &'static str {
+    DataType::from_config_enum(data_type).map_or("TYPE_INVALID", DataType::config_name)
+}
+
+/// One end of an ensemble tensor: who writes or reads it, with what
+/// datatype and full shape (batch dimension included as -1 when that model
+/// batches).
+struct TensorEnd {
+    who: String,
+    data_type: i32,
+    shape: Vec<i64>,
+}
+
+fn full_shape(max_batch_size: i32, dims: &[i64]) -> Vec<i64> {
+    if max_batch_size > 0 {
+        std::iter::once(-1).chain(dims.iter().copied()).collect()
+    } else {
+        dims.to_vec()
+    }
+}
+
+/// Shapes agree when they have the same rank and every dimension is equal
+/// or variable (-1) on either side.
+fn shapes_agree(a: &[i64], b: &[i64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| x == y || x == -1 || y == -1)
+}
+
+/// Checks an ensemble's steps against its composing models' configurations:
+/// `composing` finds the configuration a step's model serves with (by name
+/// and version, -1 the latest), or `None` when it is not loaded. Every step
+/// maps only inputs and outputs its model has and every required input of
+/// it; each ensemble tensor's writer and readers agree on datatype and
+/// shape; an ensemble that batches (`max_batch_size` > 0) has steps whose
+/// models batch at least as much. The graph's structure is checked by
+/// [`crate::scheduler::ensemble::Plan::new`].
+pub fn validate_ensemble_steps(
+    config: &ModelConfig,
+    composing: &dyn Fn(&str, i64) -> Option<Arc<ModelConfig>>,
+) -> Result<()> {
+    let name = &config.name;
+    let fail = |message: String| Err(Error::invalid_arg(format!("ensemble '{name}': {message}")));
+    let Some(SchedulingChoice::EnsembleScheduling(ensembling)) = &config.scheduling_choice else {
+        return Ok(());
+    };
+    let mbs = config.max_batch_size;
+    let mut writers: HashMap<&str, TensorEnd> = HashMap::new();
+    let mut readers: Vec<(&str, TensorEnd)> = Vec::new();
+    for input in &config.input {
+        writers.insert(
+            &input.name,
+            TensorEnd {
+                who: format!("ensemble input '{}'", input.name),
+                data_type: input.data_type,
+                shape: full_shape(mbs, &input.dims),
+            },
+        );
+    }
+    for (index, step) in ensembling.step.iter().enumerate() {
+        let model = &step.model_name;
+        let here = format!("step {} '{model}'", index + 1);
+        let Some(step_config) = composing(model, step.model_version) else {
+            let version = match step.model_version {
+                -1 => String::new(),
+                v => format!(" version {v}"),
+            };
+            return fail(format!(
+                "{here}: model '{model}'{version} is not loaded (an ensemble loads after its composing models)"
+            ));
+        };
+        let step_mbs = step_config.max_batch_size;
+        if mbs > 0 && step_mbs < mbs {
+            return fail(format!(
+                "{here}: the ensemble batches up to {mbs} but model '{model}' has max_batch_size {step_mbs}; every composing model of a batching ensemble must batch at least as much"
+            ));
+        }
+        let mut mapped: Vec<&String> = step.input_map.keys().collect();
+        mapped.sort();
+        for input in mapped {
+            let tensor = &step.input_map[input];
+            let Some(declared) = step_config.input.iter().find(|i| i.name == *input) else {
+                return fail(format!(
+                    "{here}: input_map names input '{input}', which model '{model}' does not have (inputs: {})",
+                    names(step_config.input.iter().map(|i| i.name.as_str()))
+                ));
+            };
+            readers.push((
+                tensor,
+                TensorEnd {
+                    who: format!("{here} input '{input}'"),
+                    data_type: declared.data_type,
+                    shape: full_shape(step_mbs, &declared.dims),
+                },
+            ));
+        }
+        if let Some(missing) = step_config
+            .input
+            .iter()
+            .find(|i| !i.optional && !step.input_map.contains_key(&i.name))
+        {
+            return fail(format!(
+                "{here}: input_map leaves model input '{}' unmapped",
+                missing.name
+            ));
+        }
+        let mut mapped: Vec<&String> = step.output_map.keys().collect();
+        mapped.sort();
+        for output in mapped {
+            let Some(declared) = step_config.output.iter().find(|o| o.name == *output) else {
+                return fail(format!(
+                    "{here}: output_map names output '{output}', which model '{model}' does not have (outputs: {})",
+                    names(step_config.output.iter().map(|o| o.name.as_str()))
+                ));
+            };
+            writers.insert(
+                &step.output_map[output],
+                TensorEnd {
+                    who: format!("{here} output '{output}'"),
+                    data_type: declared.data_type,
+                    shape: full_shape(step_mbs, &declared.dims),
+                },
+            );
+        }
+    }
+    for output in &config.output {
+        readers.push((
+            &output.name,
+            TensorEnd {
+                who: format!("ensemble output '{}'", output.name),
+                data_type: output.data_type,
+                shape: full_shape(mbs, &output.dims),
+            },
+        ));
+    }
+    for (tensor, reader) in &readers {
+        let Some(writer) = writers.get(tensor) else {
+            continue;
+        };
+        if writer.data_type != reader.data_type {
+            return fail(format!(
+                "ensemble tensor '{tensor}': {} is {} but {} takes {}",
+                writer.who,
+                type_name(writer.data_type),
+                reader.who,
+                type_name(reader.data_type)
+            ));
+        }
+        if !shapes_agree(&writer.shape, &reader.shape) {
+            return fail(format!(
+                "ensemble tensor '{tensor}': {} has shape {} but {} takes shape {} (batch dimension shown as -1)",
+                writer.who,
+                format_dims(&writer.shape),
+                reader.who,
+                format_dims(&reader.shape)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The fields inputs and outputs share, for one set of checks.
 struct Io<'a> {
     kind: &'static str,
@@ -720,6 +889,11 @@ fn validate_instance_groups(
         if !config.instance_group.is_empty() {
             return Err(source.error(
                 "an ensemble must not set instance_group; its steps' models own the instances",
+            ));
+        }
+        if !config.model_warmup.is_empty() {
+            return Err(source.error(
+                "an ensemble must not set model_warmup; warm up its composing models instead",
             ));
         }
         return Ok(());

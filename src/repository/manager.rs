@@ -57,10 +57,13 @@ use super::versions;
 use super::warmup::{self, WarmupSample};
 use super::watch::{self, Fingerprint, Verdict};
 use crate::backend::{Backend, BackendRegistry, ModelContext};
+use crate::core::InferRequest;
 use crate::core::proto::ModelConfig;
 use crate::core::proto::inference::model_config::SchedulingChoice;
 use crate::core::{Code, Error, Result};
-use crate::scheduler::ModelScheduler;
+use crate::scheduler::ensemble::{EnsembleScheduler, Plan, StepRouter};
+use crate::scheduler::stats::ModelStats;
+use crate::scheduler::{Completion, ModelScheduler};
 
 /// How models get loaded and unloaded (`--model-control-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -162,10 +165,63 @@ pub struct LoadedModel {
     pub model_path: PathBuf,
     /// The version's directory.
     pub version_path: PathBuf,
-    /// Name of the backend serving it.
+    /// Name of the backend serving it (empty for an ensemble).
     pub backend: String,
-    /// The version's queue and instances.
-    pub scheduler: ModelScheduler,
+    /// What runs the version's requests.
+    pub scheduler: VersionScheduler,
+}
+
+/// What runs a loaded version's requests: its own instances, or, for an
+/// ensemble, its steps on the composing models.
+#[derive(Debug)]
+pub enum VersionScheduler {
+    /// A model with instances.
+    Instances(ModelScheduler),
+    /// An ensemble.
+    Ensemble(EnsembleScheduler),
+}
+
+impl VersionScheduler {
+    /// Validates and runs `request`; `complete` is called exactly once.
+    pub fn submit(&self, request: InferRequest, complete: Completion) {
+        match self {
+            VersionScheduler::Instances(s) => s.submit(request, complete),
+            VersionScheduler::Ensemble(s) => s.submit(request, complete),
+        }
+    }
+
+    /// The version's statistics so far.
+    pub fn statistics(&self) -> ModelStats {
+        match self {
+            VersionScheduler::Instances(s) => s.statistics(),
+            VersionScheduler::Ensemble(s) => s.statistics(),
+        }
+    }
+
+    /// Requests queued and not yet taken by an instance (an ensemble's
+    /// requests wait in its composing models' queues).
+    pub fn queued(&self) -> usize {
+        match self {
+            VersionScheduler::Instances(s) => s.queued(),
+            VersionScheduler::Ensemble(_) => 0,
+        }
+    }
+
+    /// Stops taking requests and lets the queued ones finish.
+    pub fn shutdown(&self) {
+        match self {
+            VersionScheduler::Instances(s) => s.shutdown(),
+            VersionScheduler::Ensemble(s) => s.shutdown(),
+        }
+    }
+
+    /// The ensemble scheduler, for an ensemble.
+    pub fn ensemble(&self) -> Option<&EnsembleScheduler> {
+        match self {
+            VersionScheduler::Ensemble(s) => Some(s),
+            VersionScheduler::Instances(_) => None,
+        }
+    }
 }
 
 /// One row of the repository index.
@@ -223,11 +279,14 @@ struct ModelRecord {
     attempted: Option<Fingerprint>,
 }
 
+type Models = BTreeMap<String, ModelRecord>;
+
 /// Owns the models of the repositories and their lifecycle.
 pub struct ModelManager {
     options: ManagerOptions,
     backends: BackendRegistry,
-    models: Mutex<BTreeMap<String, ModelRecord>>,
+    /// Shared with the ensembles' [`Router`], which holds it weakly.
+    models: Arc<Mutex<Models>>,
     /// One lock per model name, held across a load or unload of that model.
     model_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Poll mode: each model directory as the previous poll saw it.
@@ -344,6 +403,103 @@ fn run_warmup(
     Ok(())
 }
 
+/// How deep [`composing_unready`] looks through ensembles of ensembles;
+/// deeper (or cyclic) nesting counts as not ready.
+const MAX_ENSEMBLE_NESTING: usize = 8;
+
+/// The serving version of `name` (`version` `None` or -1: the highest one
+/// that serves), or why there is none; `None` when the manager has no
+/// version of `name`. An ensemble's version serves only while its composing
+/// models do.
+fn lookup(
+    models: &Models,
+    name: &str,
+    version: Option<i64>,
+    depth: usize,
+) -> Option<Result<Arc<LoadedModel>>> {
+    let record = models.get(name).filter(|r| !r.versions.is_empty())?;
+    Some(match version.filter(|&v| v != -1) {
+        Some(v) => match record.versions.get(&v) {
+            None => Err(unknown_model(format!("'{name}' version {v} is not found"))),
+            Some(slot) => match (&slot.model, slot.state) {
+                (Some(model), ModelState::Ready) => match composing_unready(models, model, depth) {
+                    None => Ok(Arc::clone(model)),
+                    Some(why) => Err(Error::unavailable(format!(
+                        "Request for unknown model: '{name}' version {v} is not at ready state: {why}"
+                    ))),
+                },
+                _ => Err(Error::unavailable(format!(
+                    "Request for unknown model: '{name}' version {v} is not at ready state"
+                ))),
+            },
+        },
+        None => record
+            .versions
+            .values()
+            .rev()
+            .filter(|s| s.state == ModelState::Ready)
+            .filter_map(|s| s.model.as_ref())
+            .find(|m| composing_unready(models, m, depth).is_none())
+            .map(Arc::clone)
+            .ok_or_else(|| unknown_model(format!("'{name}' has no available versions"))),
+    })
+}
+
+/// Why some composing model of ensemble version `model` does not serve;
+/// `None` when they all do, or when `model` is not an ensemble.
+fn composing_unready(models: &Models, model: &LoadedModel, depth: usize) -> Option<String> {
+    let ensemble = model.scheduler.ensemble()?;
+    if depth >= MAX_ENSEMBLE_NESTING {
+        return Some(format!(
+            "ensembles nest deeper than {MAX_ENSEMBLE_NESTING} levels"
+        ));
+    }
+    ensemble.plan().steps().iter().find_map(|step| {
+        let version = (step.version != -1).then_some(step.version);
+        match lookup(models, &step.model, version, depth + 1) {
+            Some(Ok(_)) => None,
+            _ => Some(format!("composing model '{}' is not ready", step.model)),
+        }
+    })
+}
+
+/// A version's state and reason as clients see them: a READY ensemble
+/// version whose composing models do not all serve is UNAVAILABLE, with
+/// the model that is missing as the reason.
+fn effective_state(models: &Models, slot: &VersionSlot) -> (ModelState, String) {
+    match (&slot.model, slot.state) {
+        (Some(model), ModelState::Ready) => match composing_unready(models, model, 0) {
+            Some(why) => (ModelState::Unavailable, why),
+            None => (ModelState::Ready, slot.reason.clone()),
+        },
+        _ => (slot.state, slot.reason.clone()),
+    }
+}
+
+/// Submits an ensemble's steps to the composing models' serving versions,
+/// looked up per step, so a reload of a composing model is picked up.
+struct Router {
+    /// Weak: the table holds the ensembles that hold their routers.
+    models: std::sync::Weak<Mutex<Models>>,
+}
+
+impl StepRouter for Router {
+    fn submit(&self, request: InferRequest, complete: Completion) {
+        let found = self.models.upgrade().and_then(|models| {
+            let models = lock(&models);
+            lookup(&models, &request.model_name, request.model_version, 0)
+        });
+        match found {
+            Some(Ok(model)) => model.scheduler.submit(request, complete),
+            Some(Err(e)) => complete(Err(e)),
+            None => complete(Err(Error::unavailable(format!(
+                "Request for unknown model: '{}' is not loaded",
+                request.model_name
+            )))),
+        }
+    }
+}
+
 impl ModelManager {
     /// Checks the options and the repository directories; loads nothing
     /// (call [`ModelManager::start`]).
@@ -372,7 +528,7 @@ impl ModelManager {
         Ok(ModelManager {
             options,
             backends,
-            models: Mutex::new(BTreeMap::new()),
+            models: Arc::new(Mutex::new(BTreeMap::new())),
             model_locks: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
         })
@@ -504,25 +660,45 @@ impl ModelManager {
     }
 
     /// Unloads every version of `name`, waiting for queued requests to
-    /// finish. With `unload_dependents`, the ensembles that use the model are
-    /// unloaded too. Unloading a model that is not loaded succeeds. Only
-    /// allowed in mode `explicit`.
+    /// finish. With `unload_dependents` (Triton's meaning: the models loaded
+    /// along with it), an ensemble's composing models are unloaded too,
+    /// each unless another loaded ensemble still uses it, and theirs in
+    /// turn. Unloading a model that is not loaded succeeds. Only allowed in
+    /// mode `explicit`.
     pub fn unload(&self, name: &str, unload_dependents: bool) -> Result<()> {
         self.require_explicit()?;
-        let dependents = if unload_dependents {
-            self.dependents(name)
+        let composing = if unload_dependents {
+            self.composing(name)
         } else {
             Vec::new()
         };
         self.unload_model(name);
-        for dependent in dependents {
-            self.unload_model(&dependent);
+        for model in composing {
+            if self.dependents(&model).is_empty() {
+                self.unload(&model, true)?;
+            }
         }
         Ok(())
     }
 
+    /// The models the loaded versions of ensemble `name` run their steps
+    /// on, sorted; empty for a model that is not an ensemble.
+    pub fn composing(&self, name: &str) -> Vec<String> {
+        let models = lock(&self.models);
+        let mut names: Vec<String> = models
+            .get(name)
+            .into_iter()
+            .flat_map(|r| r.versions.values())
+            .filter_map(|s| s.model.as_ref()?.scheduler.ensemble())
+            .flat_map(|e| e.plan().steps().iter().map(|step| step.model.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Names of the loaded ensembles with a step that uses model `name`:
-    /// what `unload(name, true)` unloads along with it.
+    /// while there are any, `unload(ensemble, true)` leaves it loaded.
     pub fn dependents(&self, name: &str) -> Vec<String> {
         let models = lock(&self.models);
         models
@@ -644,6 +820,84 @@ impl ModelManager {
         }
     }
 
+    /// Loads the composing models of `name`, if its configuration is an
+    /// ensemble's, that do not serve yet (Triton loads them with the
+    /// ensemble), before `name` takes its own lock: two ensembles loading on
+    /// different threads never wait for each other. `chain` lists the
+    /// ensembles whose loads led here; a model that appears in its own chain
+    /// is a cycle, refused rather than followed. A configuration that does
+    /// not read is left for the load itself to report.
+    fn load_composing(
+        &self,
+        name: &str,
+        dir: &Path,
+        config_override: Option<&str>,
+        chain: &[&str],
+    ) -> Result<()> {
+        let config = match config_override {
+            Some(json) => config::parse_config_json(json).ok(),
+            None => config::read_config_file(name, &dir.join(CONFIG_FILE)).ok(),
+        };
+        let Some(ModelConfig {
+            scheduling_choice: Some(SchedulingChoice::EnsembleScheduling(ensembling)),
+            ..
+        }) = config
+        else {
+            return Ok(());
+        };
+        let mut chain = chain.to_vec();
+        chain.push(name);
+        let mut steps: Vec<&str> = ensembling
+            .step
+            .iter()
+            .map(|s| s.model_name.as_str())
+            .collect();
+        steps.sort_unstable();
+        steps.dedup();
+        for model in steps {
+            let failure = if chain.contains(&model) {
+                Error::invalid_arg(format!(
+                    "ensemble '{name}': model '{model}' is among its own composing models ({} -> {model})",
+                    chain.join(" -> ")
+                ))
+            } else if self.ready(model, None) {
+                continue;
+            } else {
+                match self.try_load(model, None, &chain) {
+                    Ok(()) => continue,
+                    Err(e) => Error::new(
+                        e.code(),
+                        format!(
+                            "ensemble '{name}': composing model '{model}' failed to load: {}",
+                            e.message()
+                        ),
+                    ),
+                }
+            };
+            self.record_failure(name, &failure);
+            return Err(failure);
+        }
+        Ok(())
+    }
+
+    /// Checks an ensemble against the configurations its composing models
+    /// serve with now.
+    fn validate_composing(&self, config: &ModelConfig) -> Result<()> {
+        let models = lock(&self.models);
+        config::validate_ensemble_steps(config, &|model, version| {
+            let version = (version != -1).then_some(version);
+            let found = lookup(&models, model, version, 0)?.ok()?;
+            Some(Arc::clone(&found.config))
+        })
+    }
+
+    /// How an ensemble loaded now reaches its composing models.
+    fn router(&self) -> Arc<dyn StepRouter> {
+        Arc::new(Router {
+            models: Arc::downgrade(&self.models),
+        })
+    }
+
     /// Records why a load of `name` failed before any version was tried: on
     /// the versions that still serve, or on the model when none does.
     fn record_failure(&self, name: &str, e: &Error) {
@@ -690,7 +944,7 @@ impl ModelManager {
         name: &str,
         dir: &Path,
         config_override: Option<&str>,
-    ) -> Result<(ModelConfig, Arc<dyn Backend>)> {
+    ) -> Result<(ModelConfig, Option<Arc<dyn Backend>>)> {
         let config_path = dir.join(CONFIG_FILE);
         let (mut config, source) = match config_override {
             Some(json) => {
@@ -729,17 +983,23 @@ impl ModelManager {
             config.name = name.to_owned();
         }
         config::fill_backend_fields(&mut config, dir);
-        // The registry's message already names the model and the field.
-        let backend = self.backends.resolve(&config)?;
-        if self.options.auto_complete {
-            backend.auto_complete(&mut config, dir).map_err(|e| {
-                source.error(format!(
-                    "backend '{}' auto-complete failed: {}",
-                    backend.name(),
-                    e.message()
-                ))
-            })?;
-        }
+        // An ensemble runs on its composing models and has no backend.
+        let backend = if config.platform == config::ENSEMBLE_PLATFORM {
+            None
+        } else {
+            // The registry's message already names the model and the field.
+            let backend = self.backends.resolve(&config)?;
+            if self.options.auto_complete {
+                backend.auto_complete(&mut config, dir).map_err(|e| {
+                    source.error(format!(
+                        "backend '{}' auto-complete failed: {}",
+                        backend.name(),
+                        e.message()
+                    ))
+                })?;
+            }
+            Some(backend)
+        };
         config::normalize(&mut config, &self.options.available_gpus);
         config::validate(&config, &source, &self.options.available_gpus)?;
         Ok((config, backend))
@@ -747,14 +1007,17 @@ impl ModelManager {
 
     /// Loads or reloads `name` with no control-mode check; logs a failure.
     fn load_model(&self, name: &str, config_override: Option<&str>) -> Result<()> {
-        self.try_load(name, config_override)
+        self.try_load(name, config_override, &[])
             .inspect_err(|e| error!("{}", e.message()))
     }
 
-    fn try_load(&self, name: &str, config_override: Option<&str>) -> Result<()> {
+    /// Loads `name`; `chain` lists the ensembles whose loads led here
+    /// (see [`ModelManager::load_composing`]).
+    fn try_load(&self, name: &str, config_override: Option<&str>, chain: &[&str]) -> Result<()> {
         // A name with no directory leaves no trace: asking for a model that
         // does not exist must not grow the tables or affect readiness.
         let dir = self.locate(name)?;
+        self.load_composing(name, &dir, config_override, chain)?;
         let model_lock = self.model_lock(name);
         let _held = lock(&model_lock);
         // What this attempt saw, taken before anything is read: a change
@@ -768,6 +1031,10 @@ impl ModelManager {
         let (config, backend, samples) = self
             .prepare(name, &dir, config_override)
             .and_then(|(config, backend)| {
+                if backend.is_none() {
+                    Plan::new(&config)?;
+                    self.validate_composing(&config)?;
+                }
                 let samples = warmup::build_samples(&config, &dir)?;
                 Ok((config, backend, samples))
             })
@@ -817,17 +1084,23 @@ impl ModelManager {
             .iter()
             .map(|&version| {
                 let version_path = dir.join(version.to_string());
-                let ctx = ModelContext {
-                    name: name.to_owned(),
-                    version,
-                    version_path: version_path.clone(),
-                    model_path: dir.clone(),
-                    config: Arc::clone(&config),
+                let started = match &backend {
+                    Some(backend) => {
+                        let ctx = ModelContext {
+                            name: name.to_owned(),
+                            version,
+                            version_path: version_path.clone(),
+                            model_path: dir.clone(),
+                            config: Arc::clone(&config),
+                        };
+                        ModelScheduler::start(ctx, Arc::clone(backend)).and_then(|s| {
+                            run_warmup(name, version, &s, &samples)?;
+                            Ok(VersionScheduler::Instances(s))
+                        })
+                    }
+                    None => EnsembleScheduler::new(Arc::clone(&config), version, self.router())
+                        .map(VersionScheduler::Ensemble),
                 };
-                let started = ModelScheduler::start(ctx, Arc::clone(&backend)).and_then(|s| {
-                    run_warmup(name, version, &s, &samples)?;
-                    Ok(s)
-                });
                 let outcome = match started {
                     Ok(scheduler) => VersionOutcome::Started(Arc::new(LoadedModel {
                         name: name.to_owned(),
@@ -836,7 +1109,9 @@ impl ModelManager {
                         config_json: config_json.clone(),
                         model_path: dir.clone(),
                         version_path,
-                        backend: backend.name().to_owned(),
+                        backend: backend
+                            .as_ref()
+                            .map_or_else(String::new, |b| b.name().to_owned()),
                         scheduler,
                     })),
                     Err(e) => {
@@ -975,44 +1250,21 @@ impl ModelManager {
     }
 
     /// The ready model version a request is for: `version` `None` (or -1)
-    /// means the highest ready version. Errors carry Triton's wording.
+    /// means the highest ready version. An ensemble's version is ready only
+    /// while its composing models are. Errors carry Triton's wording.
     pub fn get(&self, name: &str, version: Option<i64>) -> Result<Arc<LoadedModel>> {
         let models = lock(&self.models);
-        let record = models
-            .get(name)
-            .filter(|r| !r.versions.is_empty())
-            .ok_or_else(|| {
-                // Triton answers NOT_FOUND for a model its repository holds
-                // but has not loaded, and INVALID_ARG for a name it does not
-                // know at all; clients see 404 and 400.
-                let message = format!("Request for unknown model: '{name}' is not found");
-                if self.locate(name).is_ok() {
-                    Error::not_found(message)
-                } else {
-                    Error::invalid_arg(message)
-                }
-            })?;
-        match version.filter(|&v| v != -1) {
-            Some(v) => {
-                let slot = record
-                    .versions
-                    .get(&v)
-                    .ok_or_else(|| unknown_model(format!("'{name}' version {v} is not found")))?;
-                match (&slot.model, slot.state) {
-                    (Some(model), ModelState::Ready) => Ok(Arc::clone(model)),
-                    _ => Err(Error::unavailable(format!(
-                        "Request for unknown model: '{name}' version {v} is not at ready state"
-                    ))),
-                }
+        lookup(&models, name, version, 0).unwrap_or_else(|| {
+            // Triton answers NOT_FOUND for a model its repository holds
+            // but has not loaded, and INVALID_ARG for a name it does not
+            // know at all; clients see 404 and 400.
+            let message = format!("Request for unknown model: '{name}' is not found");
+            if self.locate(name).is_ok() {
+                Err(Error::not_found(message))
+            } else {
+                Err(Error::invalid_arg(message))
             }
-            None => record
-                .versions
-                .values()
-                .rev()
-                .find(|s| s.state == ModelState::Ready)
-                .and_then(|s| s.model.clone())
-                .ok_or_else(|| unknown_model(format!("'{name}' has no available versions"))),
-        }
+        })
     }
 
     /// Whether that model version (or, for `None`, any version) is ready.
@@ -1022,10 +1274,11 @@ impl ModelManager {
 
     /// The ready versions of `name`, ascending.
     pub fn ready_versions(&self, name: &str) -> Vec<i64> {
-        lock(&self.models).get(name).map_or_else(Vec::new, |r| {
+        let models = lock(&self.models);
+        models.get(name).map_or_else(Vec::new, |r| {
             r.versions
                 .iter()
-                .filter(|(_, s)| s.state == ModelState::Ready)
+                .filter(|(_, s)| effective_state(&models, s).0 == ModelState::Ready)
                 .map(|(&v, _)| v)
                 .collect()
         })
@@ -1033,12 +1286,13 @@ impl ModelManager {
 
     /// Every ready model version, by name then version.
     pub fn ready_models(&self) -> Vec<Arc<LoadedModel>> {
-        let models = lock(&self.models);
+        let guard = lock(&self.models);
+        let models: &Models = &guard;
         let mut ready: Vec<(&String, i64, Arc<LoadedModel>)> = models
             .iter()
             .flat_map(|(name, record)| {
                 record.versions.iter().filter_map(move |(&v, slot)| {
-                    match (&slot.model, slot.state) {
+                    match (&slot.model, effective_state(models, slot).0) {
                         (Some(m), ModelState::Ready) => Some((name, v, Arc::clone(m))),
                         _ => None,
                     }
@@ -1054,10 +1308,11 @@ impl ModelManager {
     /// model failed) or was deliberately unloaded, and no model failed
     /// before a version was tried. The server's strict readiness.
     pub fn all_ready(&self) -> bool {
-        lock(&self.models).values().all(|record| {
+        let models = lock(&self.models);
+        models.values().all(|record| {
             record.failure.is_none()
                 && record.versions.values().all(|s| {
-                    s.state == ModelState::Ready
+                    effective_state(&models, s).0 == ModelState::Ready
                         || (s.state == ModelState::Unavailable && s.reason == UNLOADED_REASON)
                 })
         })
@@ -1091,8 +1346,9 @@ impl ModelManager {
             match models.get(&name) {
                 Some(record) if !record.versions.is_empty() => {
                     for (v, slot) in &record.versions {
-                        if !ready_only || slot.state == ModelState::Ready {
-                            index.push(row(Some(v.to_string()), slot.state.as_str(), &slot.reason));
+                        let (state, reason) = effective_state(&models, slot);
+                        if !ready_only || state == ModelState::Ready {
+                            index.push(row(Some(v.to_string()), state.as_str(), &reason));
                         }
                     }
                 }
@@ -1143,7 +1399,7 @@ impl ModelManager {
 mod tests {
     use super::*;
     use crate::backend::{ExecRequest, ModelInstance};
-    use crate::core::{InferRequest, Tensor};
+    use crate::core::{InferResponse, Tensor};
     use std::sync::Weak;
     use std::sync::atomic::AtomicUsize;
 
@@ -1255,12 +1511,10 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
 
         fn manager(&self, mode: ControlMode, startup: &[&str]) -> ModelManager {
             let mut registry = BackendRegistry::default();
-            for name in ["echo", "ensemble"] {
-                registry.register(Arc::new(Echo {
-                    name,
-                    counters: Arc::clone(&self.counters),
-                }));
-            }
+            registry.register(Arc::new(Echo {
+                name: "echo",
+                counters: Arc::clone(&self.counters),
+            }));
             let options = ManagerOptions {
                 repositories: vec![self.root.clone()],
                 control_mode: mode,
@@ -1676,26 +1930,113 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         );
     }
 
-    #[test]
-    fn ensembles_are_dependents() {
-        let repo = Repo::new("dependents");
-        repo.echo("simple").model(
-            "pipeline",
-            Some(&format!(
-                "platform: \"ensemble\"\nensemble_scheduling {{ step [ {{ model_name: \"simple\" model_version: -1 input_map {{ key: \"IN\" value: \"IN\" }} output_map {{ key: \"OUT\" value: \"OUT\" }} }} ] }}\n{IO}"
-            )),
-            &[1],
+    /// An ensemble of one step running `simple` as `IN` -> `OUT`.
+    fn pipeline(step_model: &str) -> String {
+        format!(
+            "platform: \"ensemble\"\nensemble_scheduling {{ step [ {{ model_name: \"{step_model}\" model_version: -1 input_map {{ key: \"IN\" value: \"IN\" }} output_map {{ key: \"OUT\" value: \"OUT\" }} }} ] }}\n{IO}"
+        )
+    }
+
+    fn infer(model: &LoadedModel, value: f32) -> Result<InferResponse> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut request = echo_request(value);
+        request.model_name.clone_from(&model.name);
+        model.scheduler.submit(
+            request,
+            Box::new(move |r| {
+                tx.send(r).unwrap();
+            }),
         );
-        let manager = repo.manager(ControlMode::Explicit, &["*"]);
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn ensembles_follow_their_composing_models() {
+        let repo = Repo::new("ensemble-lifecycle");
+        repo.echo("simple")
+            .model("pipeline", Some(&pipeline("simple")), &[1])
+            .model("other", Some(&pipeline("simple")), &[1]);
+        let manager = repo.manager(ControlMode::Explicit, &[]);
         manager.start().unwrap();
+        // Loading the ensemble loads its composing model.
+        manager.load("pipeline", None).unwrap();
+        assert!(manager.ready("simple", None));
+        let response = infer(&manager.get("pipeline", None).unwrap(), 2.5).unwrap();
+        assert_eq!(response.model_name, "pipeline");
+        assert_eq!(response.outputs[0].name, "OUT");
+        assert_eq!(&response.outputs[0].data[..], &2.5f32.to_le_bytes());
+        assert_eq!(manager.get("pipeline", None).unwrap().backend, "");
+        assert_eq!(manager.composing("pipeline"), vec!["simple".to_owned()]);
         assert_eq!(manager.dependents("simple"), vec!["pipeline".to_owned()]);
-        assert!(manager.dependents("pipeline").is_empty());
+        assert!(manager.composing("simple").is_empty());
+
+        // Without its composing model the ensemble is not ready, and says why.
         manager.unload("simple", false).unwrap();
-        assert!(manager.ready("pipeline", None));
-        manager.load("simple", None).unwrap();
-        manager.unload("simple", true).unwrap();
         assert!(!manager.ready("pipeline", None));
+        assert!(!manager.all_ready());
+        assert!(manager.ready_models().is_empty());
+        let err = manager.get("pipeline", None).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "Request for unknown model: 'pipeline' has no available versions"
+        );
+        assert!(manager.index(false).unwrap().contains(&entry(
+            "pipeline",
+            Some("1"),
+            "UNAVAILABLE",
+            "composing model 'simple' is not ready"
+        )));
+        manager.load("simple", None).unwrap();
+        assert!(manager.ready("pipeline", None));
+        assert!(manager.all_ready());
+
+        // unload_dependents unloads composing models no other ensemble uses.
+        manager.load("other", None).unwrap();
+        manager.unload("pipeline", true).unwrap();
+        assert!(!manager.ready("pipeline", None));
+        assert!(manager.ready("simple", None));
+        manager.unload("other", true).unwrap();
         assert!(!manager.ready("simple", None));
+        assert_eq!(repo.live(), 0);
+    }
+
+    #[test]
+    fn ensemble_loads_fail_with_the_step_named() {
+        let repo = Repo::new("ensemble-errors");
+        repo.echo("simple")
+            .model("nowhere", Some(&pipeline("missing")), &[1])
+            .model("loop_a", Some(&pipeline("loop_b")), &[1])
+            .model("loop_b", Some(&pipeline("loop_a")), &[1])
+            .model(
+                "mistyped",
+                Some(&pipeline("simple").replace("TYPE_FP32", "TYPE_INT32")),
+                &[1],
+            );
+        let manager = repo.manager(ControlMode::Explicit, &[]);
+        manager.start().unwrap();
+        let message = |name: &str| manager.load(name, None).unwrap_err().message().to_owned();
+        let nowhere = message("nowhere");
+        assert!(
+            nowhere.starts_with(
+                "ensemble 'nowhere': composing model 'missing' failed to load: failed to load 'missing'"
+            ),
+            "{nowhere}"
+        );
+        assert_eq!(
+            message("loop_a"),
+            "ensemble 'loop_a': composing model 'loop_b' failed to load: ensemble 'loop_b': model 'loop_a' is among its own composing models (loop_a -> loop_b -> loop_a)"
+        );
+        assert!(!manager.ready("loop_b", None));
+        assert_eq!(
+            message("mistyped"),
+            "ensemble 'mistyped': ensemble tensor 'IN': ensemble input 'IN' is TYPE_INT32 but step 1 'simple' input 'IN' takes TYPE_FP32"
+        );
+        assert!(manager.index(false).unwrap().contains(&entry(
+            "mistyped",
+            None,
+            "UNAVAILABLE",
+            "Invalid argument: ensemble 'mistyped': ensemble tensor 'IN': ensemble input 'IN' is TYPE_INT32 but step 1 'simple' input 'IN' takes TYPE_FP32"
+        )));
     }
 
     fn write_config(repo: &Repo, name: &str, extra: &str) {

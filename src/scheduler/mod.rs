@@ -44,6 +44,7 @@
 //! their placement is recorded ([`Placement`]) and logged.
 
 pub mod dynamic_batcher;
+pub mod ensemble;
 pub mod sequence;
 pub mod stats;
 pub mod validate;

@@ -450,8 +450,9 @@ impl Server {
         self.manager.load(name, config_json)
     }
 
-    /// Unloads a model, and with `unload_dependents` the ensembles that use
-    /// it (blocking until done).
+    /// Unloads a model, and with `unload_dependents` the composing models
+    /// of an ensemble that no other loaded ensemble uses (blocking until
+    /// done).
     pub fn unload_model(&self, name: &str, unload_dependents: bool) -> Result<()> {
         if self.exiting.load(Ordering::Acquire) {
             return Err(not_ready());
