@@ -1066,6 +1066,84 @@ fn output_data(name: &str, value: DynValue) -> Result<(DataType, Bytes)> {
     Ok((datatype, data))
 }
 
+/// An ONNX model (`ModelProto` bytes) with one `Identity` node from
+/// `INPUT0` to `OUTPUT0`, both of `datatype` and `dims` (`-1` for a variable
+/// dimension): a model for tests and benchmarks that need one without the
+/// `onnx` Python package. Opset 21, IR version 10.
+pub fn identity_model(datatype: DataType, dims: &[i64]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn int(out: &mut Vec<u8>, field: u64, v: i64) {
+        varint(out, field << 3);
+        varint(out, v as u64);
+    }
+    fn bytes(out: &mut Vec<u8>, field: u64, v: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, v.len() as u64);
+        out.extend_from_slice(v);
+    }
+    let elem_type = match datatype {
+        DataType::Fp32 => 1,
+        DataType::Uint8 => 2,
+        DataType::Int8 => 3,
+        DataType::Uint16 => 4,
+        DataType::Int16 => 5,
+        DataType::Int32 => 6,
+        DataType::Int64 => 7,
+        DataType::Bytes => 8,
+        DataType::Bool => 9,
+        DataType::Fp16 => 10,
+        DataType::Fp64 => 11,
+        DataType::Uint32 => 12,
+        DataType::Uint64 => 13,
+        DataType::Bf16 => 16,
+    };
+    // TypeProto { tensor_type: { elem_type, shape: { dim: [...] } } }
+    let mut shape = Vec::new();
+    for (i, &d) in dims.iter().enumerate() {
+        let mut dim = Vec::new();
+        if d < 0 {
+            bytes(&mut dim, 2, format!("d{i}").as_bytes());
+        } else {
+            int(&mut dim, 1, d);
+        }
+        bytes(&mut shape, 1, &dim);
+    }
+    let mut tensor_type = Vec::new();
+    int(&mut tensor_type, 1, elem_type);
+    bytes(&mut tensor_type, 2, &shape);
+    let mut type_proto = Vec::new();
+    bytes(&mut type_proto, 1, &tensor_type);
+    let value_info = |name: &str| {
+        let mut v = Vec::new();
+        bytes(&mut v, 1, name.as_bytes());
+        bytes(&mut v, 2, &type_proto);
+        v
+    };
+    let mut node = Vec::new();
+    bytes(&mut node, 1, b"INPUT0");
+    bytes(&mut node, 2, b"OUTPUT0");
+    bytes(&mut node, 4, b"Identity");
+    let mut graph = Vec::new();
+    bytes(&mut graph, 1, &node);
+    bytes(&mut graph, 2, b"identity");
+    bytes(&mut graph, 11, &value_info("INPUT0"));
+    bytes(&mut graph, 12, &value_info("OUTPUT0"));
+    let mut opset = Vec::new();
+    bytes(&mut opset, 1, b"");
+    int(&mut opset, 2, 21);
+    let mut model = Vec::new();
+    int(&mut model, 1, 10);
+    bytes(&mut model, 7, &graph);
+    bytes(&mut model, 8, &opset);
+    model
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1241,5 +1319,208 @@ mod tests {
             batched: false,
         };
         assert_eq!(flat.shape_for(&[2, 3]), vec![6]);
+    }
+
+    /// The library under this process's settings, or `None` after saying
+    /// why these tests are skipped (run scripts/fetch-onnxruntime.sh).
+    fn library_or_skip(test: &str) -> Option<OnnxRuntime> {
+        match check_runtime(&OnnxOptions::default()) {
+            Ok(()) => Some(OnnxRuntime::default()),
+            Err(e) => {
+                eprintln!("skipping {test}: {}", e.message());
+                None
+            }
+        }
+    }
+
+    /// A model directory holding `identity_model(datatype, dims)` as
+    /// version 1.
+    fn model_dir(name: &str, datatype: DataType, dims: &[i64]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nereid-onnx-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("1")).unwrap();
+        std::fs::write(dir.join("1/model.onnx"), identity_model(datatype, dims)).unwrap();
+        dir
+    }
+
+    fn context(dir: &Path, config: ModelConfig) -> ModelContext {
+        ModelContext {
+            name: config.name.clone(),
+            version: 1,
+            model_path: dir.to_path_buf(),
+            version_path: dir.join("1"),
+            config: Arc::new(config),
+        }
+    }
+
+    fn fp32(name: &str, shape: Vec<i64>, values: &[f32]) -> Tensor {
+        Tensor::new(
+            name,
+            DataType::Fp32,
+            shape,
+            Bytes::copy_from_slice(bytemuck::cast_slice(values)),
+        )
+        .unwrap()
+    }
+
+    fn run(
+        instance: &mut dyn ModelInstance,
+        inputs: &[Tensor],
+        cancel: &crate::core::CancelFlag,
+    ) -> Result<Vec<Tensor>> {
+        instance.execute(&ExecRequest {
+            inputs,
+            outputs: &["OUTPUT0".to_owned()],
+            parameters: &crate::core::Parameters::default(),
+            cancel,
+        })
+    }
+
+    #[test]
+    fn completes_loads_and_runs_an_identity_model() {
+        let Some(backend) = library_or_skip("completes_loads_and_runs_an_identity_model") else {
+            return;
+        };
+        let dir = model_dir("complete", DataType::Fp32, &[-1, 3]);
+        let mut config = ModelConfig {
+            name: "complete".into(),
+            ..ModelConfig::default()
+        };
+        backend.auto_complete(&mut config, &dir).unwrap();
+        assert_eq!(config.max_batch_size, DEFAULT_MAX_BATCH_SIZE);
+        assert_eq!(config.input[0].name, "INPUT0");
+        assert_eq!(config.input[0].dims, vec![3]);
+        assert_eq!(config.output[0].name, "OUTPUT0");
+        let ctx = context(&dir, config);
+        let mut instance = backend.create_instance(&ctx, 0).unwrap();
+        let cancel = crate::core::CancelFlag::default();
+
+        let values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let out = run(
+            &mut *instance,
+            &[fp32("INPUT0", vec![2, 3], &values)],
+            &cancel,
+        )
+        .unwrap();
+        assert_eq!(out[0].shape, vec![2, 3]);
+        assert_eq!(
+            out[0].data,
+            Bytes::copy_from_slice(bytemuck::cast_slice(&values))
+        );
+
+        // An input that starts at an odd address is copied, not refused.
+        let mut raw = vec![0u8];
+        raw.extend_from_slice(bytemuck::cast_slice(&values[..3]));
+        let odd = Bytes::from(raw).slice(1..);
+        let misaligned = Tensor::new("INPUT0", DataType::Fp32, vec![1, 3], odd.clone()).unwrap();
+        let out = run(&mut *instance, &[misaligned], &cancel).unwrap();
+        assert_eq!(out[0].data, odd);
+
+        // Two requests batched by the default gather come back apart.
+        let a = [fp32("INPUT0", vec![1, 3], &values[..3])];
+        let b = [fp32("INPUT0", vec![1, 3], &values[3..])];
+        let outputs = ["OUTPUT0".to_owned()];
+        let parameters = crate::core::Parameters::default();
+        let request = |inputs| ExecRequest {
+            inputs,
+            outputs: &outputs,
+            parameters: &parameters,
+            cancel: &cancel,
+        };
+        let results = instance.execute_batch(&[request(&a), request(&b)]);
+        assert_eq!(results[0].as_ref().unwrap()[0].data, a[0].data);
+        assert_eq!(results[1].as_ref().unwrap()[0].data, b[0].data);
+
+        cancel.cancel();
+        let e = run(&mut *instance, &a, &cancel).unwrap_err();
+        assert_eq!(e.code(), Code::Cancelled);
+    }
+
+    #[test]
+    fn instance_checks_config_against_model() {
+        let Some(backend) = library_or_skip("instance_checks_config_against_model") else {
+            return;
+        };
+        let dir = model_dir("mismatch", DataType::Int32, &[4]);
+        let io = |name: &str, dt: DataType, dims: Vec<i64>| ModelInput {
+            name: name.into(),
+            data_type: dt.config_enum(),
+            dims,
+            ..ModelInput::default()
+        };
+        let output = ModelOutput {
+            name: "OUTPUT0".into(),
+            data_type: DataType::Int32.config_enum(),
+            dims: vec![4],
+            ..ModelOutput::default()
+        };
+        let config = |input: ModelInput| ModelConfig {
+            name: "mismatch".into(),
+            input: vec![input],
+            output: vec![output.clone()],
+            ..ModelConfig::default()
+        };
+        let err = |c: ModelConfig| {
+            backend
+                .create_instance(&context(&dir, c), 0)
+                .err()
+                .expect("the instance is refused")
+        };
+        let e = err(config(io("INPUT0", DataType::Fp32, vec![4])));
+        assert!(
+            e.message().contains("input 'INPUT0'") && e.message().contains("TYPE_FP32"),
+            "{}",
+            e.message()
+        );
+        let e = err(config(io("INPUT0", DataType::Int32, vec![5])));
+        assert!(e.message().contains("[5]"), "{}", e.message());
+        let e = err(config(io("OTHER", DataType::Int32, vec![4])));
+        assert!(
+            e.message().contains("'OTHER' is not an input"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            backend
+                .create_instance(
+                    &context(&dir, config(io("INPUT0", DataType::Int32, vec![4]))),
+                    0
+                )
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn gpu_instance_needs_a_gpu_build() {
+        let Some(backend) = library_or_skip("gpu_instance_needs_a_gpu_build") else {
+            return;
+        };
+        if ep::CUDA::is_available().unwrap_or(false) {
+            eprintln!("skipping gpu_instance_needs_a_gpu_build: this library has CUDA");
+            return;
+        }
+        let dir = model_dir("gpu", DataType::Fp32, &[2]);
+        let mut config = ModelConfig {
+            name: "gpu".into(),
+            instance_group: vec![crate::core::proto::ModelInstanceGroup {
+                name: "gpu".into(),
+                kind: GroupKind::Gpu as i32,
+                count: 1,
+                gpus: vec![0],
+                ..Default::default()
+            }],
+            ..ModelConfig::default()
+        };
+        backend.auto_complete(&mut config, &dir).unwrap();
+        let e = backend
+            .create_instance(&context(&dir, config), 0)
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(
+            e.message().contains("CUDAExecutionProvider") && e.message().contains(FETCH_SCRIPT),
+            "{}",
+            e.message()
+        );
     }
 }
