@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod builtin;
+pub mod ocr;
 pub mod onnx;
 pub mod sequence;
 
@@ -138,7 +139,7 @@ impl BackendRegistry {
     /// A registry holding nereid's built-in backends.
     pub fn with_builtins() -> BackendRegistry {
         let mut registry = BackendRegistry::default();
-        for backend in builtin::all() {
+        for backend in builtin::all().into_iter().chain(ocr::all()) {
             registry.register(backend);
         }
         registry
