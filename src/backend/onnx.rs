@@ -214,10 +214,12 @@ fn runtime(options: &OnnxOptions) -> Result<Arc<Runtime>> {
     Ok(rt)
 }
 
-/// Whether the ONNX Runtime library can be loaded under `options`; the
-/// error says why not and how to fetch it. Loads it when it can.
-pub fn check_runtime(options: &OnnxOptions) -> Result<()> {
-    runtime(options).map(drop)
+/// The process's ONNX Runtime environment, loading the library under
+/// `options` on first use; the error says why it cannot be loaded and how to
+/// fetch it. For code that drives `ort` directly beside this backend (a
+/// process has one environment), such as the overhead benchmark.
+pub fn environment(options: &OnnxOptions) -> Result<Environment> {
+    runtime(options).map(|rt| rt.env.clone())
 }
 
 fn ort_error<R>(context: &str, e: ort::Error<R>) -> Error {
@@ -1324,8 +1326,8 @@ mod tests {
     /// The library under this process's settings, or `None` after saying
     /// why these tests are skipped (run scripts/fetch-onnxruntime.sh).
     fn library_or_skip(test: &str) -> Option<OnnxRuntime> {
-        match check_runtime(&OnnxOptions::default()) {
-            Ok(()) => Some(OnnxRuntime::default()),
+        match environment(&OnnxOptions::default()) {
+            Ok(_) => Some(OnnxRuntime::default()),
             Err(e) => {
                 eprintln!("skipping {test}: {}", e.message());
                 None
