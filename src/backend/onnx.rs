@@ -1177,11 +1177,11 @@ mod tests {
             ("HOME", "/home/u"),
         ]);
         assert_eq!(
-            locate_library_with(&explicit, &all).unwrap().path,
+            locate_library_with(&explicit, all).unwrap().path,
             PathBuf::from("/opt/ort/libonnxruntime.so")
         );
         let defaults = OnnxOptions::default();
-        let found = locate_library_with(&defaults, &all).unwrap();
+        let found = locate_library_with(&defaults, all).unwrap();
         assert_eq!(
             (found.path, found.origin),
             (PathBuf::from("/nereid.so"), format!("${LIBRARY_ENV}"))
