@@ -1426,4 +1426,94 @@ output [
         assert_eq!(batch_dimension_hint(0, &[16], &[15]), None);
         assert!(batch_dimension_hint(8, &[-1, 3], &[7, 3]).is_some());
     }
+
+    /// An ensemble over INT32 `X` [4] -> `Y` [4] (batching up to `mbs`)
+    /// with one step of version `version` of model `m`, mapped by `maps`.
+    fn one_step_ensemble(mbs: i32, version: i64, maps: &str) -> ModelConfig {
+        parse_config_text(&format!(
+            "name: \"e\" platform: \"ensemble\" max_batch_size: {mbs} input [{{name: \"X\" data_type: TYPE_INT32 dims: [4]}}] output [{{name: \"Y\" data_type: TYPE_INT32 dims: [4]}}] ensemble_scheduling {{ step [ {{ model_name: \"m\" model_version: {version} {maps} }} ] }}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn ensemble_steps_checked_against_composing_models() {
+        let composing = Arc::new(parse_config_text(
+            "name: \"m\" max_batch_size: 8 input [{name: \"IN\" data_type: TYPE_INT32 dims: [-1]}, {name: \"OPT\" data_type: TYPE_INT32 dims: [1] optional: true}] output [{name: \"OUT\" data_type: TYPE_INT32 dims: [4]}, {name: \"WIDE\" data_type: TYPE_INT32 dims: [5]}, {name: \"F\" data_type: TYPE_FP32 dims: [4]}]",
+        )
+        .unwrap());
+        let find = |name: &str, version: i64| {
+            (name == "m" && (version == -1 || version == 1)).then(|| Arc::clone(&composing))
+        };
+        let good =
+            "input_map { key: \"IN\" value: \"X\" } output_map { key: \"OUT\" value: \"Y\" }";
+        validate_ensemble_steps(&one_step_ensemble(8, -1, good), &find).unwrap();
+        validate_ensemble_steps(&one_step_ensemble(8, 1, good), &find).unwrap();
+        let cases = [
+            (
+                16,
+                -1,
+                good.to_owned(),
+                "step 1 'm': the ensemble batches up to 16 but model 'm' has max_batch_size 8; every composing model of a batching ensemble must batch at least as much",
+            ),
+            (
+                8,
+                3,
+                good.to_owned(),
+                "step 1 'm': model 'm' version 3 is not loaded (an ensemble loads after its composing models)",
+            ),
+            (
+                8,
+                -1,
+                good.replace("\"IN\"", "\"NOPE\""),
+                "step 1 'm': input_map names input 'NOPE', which model 'm' does not have (inputs: 'IN', 'OPT')",
+            ),
+            (
+                8,
+                -1,
+                good.replace("\"IN\"", "\"OPT\""),
+                "step 1 'm': input_map leaves model input 'IN' unmapped",
+            ),
+            (
+                8,
+                -1,
+                good.replace("\"OUT\"", "\"NOPE\""),
+                "step 1 'm': output_map names output 'NOPE', which model 'm' does not have (outputs: 'OUT', 'WIDE', 'F')",
+            ),
+            (
+                8,
+                -1,
+                good.replace("\"OUT\"", "\"F\""),
+                "ensemble tensor 'Y': step 1 'm' output 'F' is TYPE_FP32 but ensemble output 'Y' takes TYPE_INT32",
+            ),
+            (
+                8,
+                -1,
+                good.replace("\"OUT\"", "\"WIDE\""),
+                "ensemble tensor 'Y': step 1 'm' output 'WIDE' has shape [-1,5] but ensemble output 'Y' takes shape [-1,4] (batch dimension shown as -1)",
+            ),
+            (
+                8,
+                -1,
+                format!("input_map {{ key: \"OPT\" value: \"X\" }} {good}"),
+                "ensemble tensor 'X': ensemble input 'X' has shape [-1,4] but step 1 'm' input 'OPT' takes shape [-1,1] (batch dimension shown as -1)",
+            ),
+            (
+                0,
+                -1,
+                good.to_owned(),
+                "ensemble tensor 'X': ensemble input 'X' has shape [4] but step 1 'm' input 'IN' takes shape [-1,-1] (batch dimension shown as -1)",
+            ),
+        ];
+        for (mbs, version, maps, expected) in cases {
+            let config = one_step_ensemble(mbs, version, &maps);
+            assert_eq!(
+                validate_ensemble_steps(&config, &find)
+                    .unwrap_err()
+                    .message(),
+                format!("ensemble 'e': {expected}"),
+                "{maps}"
+            );
+        }
+    }
 }
