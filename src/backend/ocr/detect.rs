@@ -157,7 +157,10 @@ pub fn preprocess(src: View<'_>, p: &DetParams) -> DetInput {
         *working = Some(image::resize(cur, w, h));
     };
     if raw_h.max(raw_w) > p.max_side_len {
-        rescale(&mut working, p.max_side_len as f64 / raw_h.max(raw_w) as f64);
+        rescale(
+            &mut working,
+            p.max_side_len as f64 / raw_h.max(raw_w) as f64,
+        );
     }
     let (h, w) = working
         .as_ref()
@@ -255,7 +258,8 @@ fn convex_hull(mut pts: Vec<(i32, i32)>) -> Vec<Point> {
             Box::new(pts.iter().rev())
         };
         for &p in iter {
-            while hull.len() >= base + 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0
+            while hull.len() >= base + 2
+                && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0
             {
                 hull.pop();
             }
@@ -350,10 +354,30 @@ fn in_convex(quad: &[Point; 4], q: Point) -> bool {
 /// whole pixels as rapidocr's polygon fill does.
 fn box_score(prob: &[f32], width: usize, height: usize, corners: &[Point; 4]) -> f32 {
     let clip = |v: f64, hi: usize| (v as i64).clamp(0, hi as i64 - 1) as usize;
-    let xmin = clip(corners.iter().map(|p| p[0]).fold(f64::MAX, f64::min).floor(), width);
-    let xmax = clip(corners.iter().map(|p| p[0]).fold(f64::MIN, f64::max).ceil(), width);
-    let ymin = clip(corners.iter().map(|p| p[1]).fold(f64::MAX, f64::min).floor(), height);
-    let ymax = clip(corners.iter().map(|p| p[1]).fold(f64::MIN, f64::max).ceil(), height);
+    let xmin = clip(
+        corners
+            .iter()
+            .map(|p| p[0])
+            .fold(f64::MAX, f64::min)
+            .floor(),
+        width,
+    );
+    let xmax = clip(
+        corners.iter().map(|p| p[0]).fold(f64::MIN, f64::max).ceil(),
+        width,
+    );
+    let ymin = clip(
+        corners
+            .iter()
+            .map(|p| p[1])
+            .fold(f64::MAX, f64::min)
+            .floor(),
+        height,
+    );
+    let ymax = clip(
+        corners.iter().map(|p| p[1]).fold(f64::MIN, f64::max).ceil(),
+        height,
+    );
     let quad = corners.map(|p| [(p[0] - xmin as f64).trunc(), (p[1] - ymin as f64).trunc()]);
     let (mut sum, mut count) = (0f64, 0usize);
     for y in ymin..=ymax {
@@ -380,7 +404,10 @@ const ARC_TOLERANCE: f64 = 0.25;
 /// pixels, each edge pushed out along its normal, each corner replaced by
 /// an arc of chords, the points rounded to whole pixels.
 fn unclip(corners: &[Point; 4], distance: f64) -> Vec<(i32, i32)> {
-    let mut poly: Vec<Point> = corners.iter().map(|p| [p[0].trunc(), p[1].trunc()]).collect();
+    let mut poly: Vec<Point> = corners
+        .iter()
+        .map(|p| [p[0].trunc(), p[1].trunc()])
+        .collect();
     poly.dedup();
     if poly.len() > 1 && poly.first() == poly.last() {
         poly.pop();
@@ -427,7 +454,8 @@ fn unclip(corners: &[Point; 4], distance: f64) -> Vec<(i32, i32)> {
             out.push(round(poly[j], nk));
             continue;
         }
-        let turns = ((steps_per_rad * sin_a.clamp(-1.0, 1.0).atan2(cos_a).abs()).round() as usize).max(1);
+        let turns =
+            ((steps_per_rad * sin_a.clamp(-1.0, 1.0).atan2(cos_a).abs()).round() as usize).max(1);
         let mut v = nk;
         for _ in 0..turns {
             out.push(round(poly[j], v));
@@ -505,7 +533,8 @@ pub fn postprocess(
             ]
         });
         let dist = |a: Point, b: Point| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
-        if dist(ordered[0], ordered[1]).trunc() <= 3.0 || dist(ordered[0], ordered[3]).trunc() <= 3.0
+        if dist(ordered[0], ordered[1]).trunc() <= 3.0
+            || dist(ordered[0], ordered[3]).trunc() <= 3.0
         {
             continue;
         }
@@ -537,7 +566,8 @@ fn sort_reading_order(boxes: &mut [[[f32; 2]; 4]]) {
     });
     for i in 0..boxes.len().saturating_sub(1) {
         for j in (0..=i).rev() {
-            if (boxes[j + 1][0][1] - boxes[j][0][1]).abs() < 10.0 && boxes[j + 1][0][0] < boxes[j][0][0]
+            if (boxes[j + 1][0][1] - boxes[j][0][1]).abs() < 10.0
+                && boxes[j + 1][0][0] < boxes[j][0][0]
             {
                 boxes.swap(j, j + 1);
             } else {
@@ -565,9 +595,14 @@ mod tests {
     #[test]
     fn rectangle_of_a_rotated_bar_follows_its_slant() {
         // A one-pixel-thick diagonal line thickened to 3 along x.
-        let pixels: Vec<(i32, i32)> = (0..20).flat_map(|i| (0..3).map(move |d| (i + d, i))).collect();
+        let pixels: Vec<(i32, i32)> = (0..20)
+            .flat_map(|i| (0..3).map(move |d| (i + d, i)))
+            .collect();
         let rect = min_area_rect(&convex_hull(pixels)).unwrap();
-        let (long, short) = (rect.sides.0.max(rect.sides.1), rect.sides.0.min(rect.sides.1));
+        let (long, short) = (
+            rect.sides.0.max(rect.sides.1),
+            rect.sides.0.min(rect.sides.1),
+        );
         // Projections on (1,1)/sqrt2 span 0..40/sqrt2, on (1,-1)/sqrt2 0..2/sqrt2.
         assert!((long - 20.0 * 2f64.sqrt()).abs() < 1e-6, "{rect:?}");
         assert!((short - 2f64.sqrt()).abs() < 1e-6, "{rect:?}");

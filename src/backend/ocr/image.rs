@@ -257,20 +257,20 @@ pub fn perspective_transform(from: &[[f64; 2]; 4], to: &[[f64; 2]; 4]) -> Result
             )));
         }
         a.swap(col, pivot);
-        for row in 0..8 {
-            if row != col {
-                let factor = a[row][col] / a[col][col];
-                for k in col..9 {
-                    a[row][k] -= factor * a[col][k];
+        let pivot_row = a[col];
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != col {
+                let factor = row[col] / pivot_row[col];
+                for (v, p) in row.iter_mut().zip(pivot_row).skip(col) {
+                    *v -= factor * p;
                 }
             }
         }
     }
-    let mut h = [0f64; 9];
-    for i in 0..8 {
-        h[i] = a[i][8] / a[i][i];
+    let mut h = [1f64; 9];
+    for (i, row) in a.iter().enumerate() {
+        h[i] = row[8] / row[i];
     }
-    h[8] = 1.0;
     Ok(h)
 }
 
@@ -446,7 +446,10 @@ mod tests {
             let mut out = Vec::new();
             let mut enc = png::Encoder::new(&mut out, 2, 1);
             enc.set_color(color);
-            enc.write_header().unwrap().write_image_data(pixels).unwrap();
+            enc.write_header()
+                .unwrap()
+                .write_image_data(pixels)
+                .unwrap();
             out
         };
         let rgb = decode(&encode(png::ColorType::Rgb, &[1, 2, 3, 4, 5, 6])).unwrap();

@@ -86,14 +86,22 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "ocr_rec_preprocess",
-        inputs: &[("CROPS", U8), ("CROP_SIZES", DataType::Int32), ("CLS_PROB", F32)],
+        inputs: &[
+            ("CROPS", U8),
+            ("CROP_SIZES", DataType::Int32),
+            ("CLS_PROB", F32),
+        ],
         outputs: &[("REC_INPUT", F32)],
         run: rec_preprocess,
     },
     Step {
         name: "ocr_rec_postprocess",
         inputs: &[("REC_PROB", F32), ("BOXES", F32), ("TRANSFORM", F32)],
-        outputs: &[("TEXT", DataType::Bytes), ("TEXT_BOXES", F32), ("TEXT_SCORES", F32)],
+        outputs: &[
+            ("TEXT", DataType::Bytes),
+            ("TEXT_BOXES", F32),
+            ("TEXT_SCORES", F32),
+        ],
         run: rec_postprocess,
     },
 ];
@@ -499,12 +507,21 @@ mod tests {
         push_bytes_element(&mut two, b"y");
         let t = Tensor::new("IMAGE_BYTES", DataType::Bytes, vec![2], Bytes::from(two)).unwrap();
         let err = run("ocr_decode_image", vec![t], &settings()).unwrap_err();
-        assert!(err.message().contains("expected one encoded image, got 2"), "{err:?}");
+        assert!(
+            err.message().contains("expected one encoded image, got 2"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn crops_flow_from_boxes_to_line_inputs() {
-        let img = Tensor::new("DET_IMAGE", U8, vec![20, 40, 3], Bytes::from(vec![200u8; 2400])).unwrap();
+        let img = Tensor::new(
+            "DET_IMAGE",
+            U8,
+            vec![20, 40, 3],
+            Bytes::from(vec![200u8; 2400]),
+        )
+        .unwrap();
         let b = float_tensor(
             "BOXES",
             vec![1, 4, 2],
@@ -521,7 +538,11 @@ mod tests {
         assert_eq!(rec[0].shape, vec![1, 3, 48, 320]);
         inputs[2] = float_tensor("CLS_PROB", vec![2, 2], &[0.1, 0.9, 0.1, 0.9]);
         let err = run("ocr_rec_preprocess", inputs, &settings()).unwrap_err();
-        assert!(err.message().contains("input 'CLS_PROB': expected shape [1,2]"), "{err:?}");
+        assert!(
+            err.message()
+                .contains("input 'CLS_PROB': expected shape [1,2]"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -544,9 +565,17 @@ mod tests {
             ],
         );
         let transform = float_tensor("TRANSFORM", vec![6], &[2.0, 1.0, 30.0, 0.0, 100.0, 100.0]);
-        let out = run("ocr_rec_postprocess", vec![probs, b, transform], &settings()).unwrap();
+        let out = run(
+            "ocr_rec_postprocess",
+            vec![probs, b, transform],
+            &settings(),
+        )
+        .unwrap();
         assert_eq!(out[0].shape, vec![1]);
-        assert_eq!(split_bytes_elements(&out[0].data).unwrap(), vec![b"ab".as_slice()]);
+        assert_eq!(
+            split_bytes_elements(&out[0].data).unwrap(),
+            vec![b"ab".as_slice()]
+        );
         assert_eq!(floats(&out[1])[..4], [0.0, 20.0, 10.0, 20.0]);
         assert!((floats(&out[2])[0] - 0.9).abs() < 1e-6);
     }

@@ -67,7 +67,8 @@ pub fn pack(crops: &[Image]) -> Packed {
     for (i, c) in crops.iter().enumerate() {
         for y in 0..c.height {
             let at = i * slot + y * max_w * 3;
-            data[at..at + c.width * 3].copy_from_slice(&c.data[y * c.width * 3..(y + 1) * c.width * 3]);
+            data[at..at + c.width * 3]
+                .copy_from_slice(&c.data[y * c.width * 3..(y + 1) * c.width * 3]);
         }
     }
     Packed {
@@ -192,10 +193,11 @@ impl Alphabet {
         let (mut sum, mut kept) = (0f64, 0usize);
         let mut previous = None;
         for step in probs.chunks_exact(classes) {
-            let (best, p) = step
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+            let (best, p) =
+                step.iter().enumerate().fold(
+                    (0, f32::MIN),
+                    |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+                );
             if best != 0 && previous != Some(best) {
                 text.push_str(&self.symbols[best]);
                 sum += f64::from(p);
@@ -203,7 +205,11 @@ impl Alphabet {
             }
             previous = Some(best);
         }
-        let score = if kept == 0 { 0.0 } else { (sum / kept as f64) as f32 };
+        let score = if kept == 0 {
+            0.0
+        } else {
+            (sum / kept as f64) as f32
+        };
         (text, score)
     }
 }
@@ -229,10 +235,18 @@ mod tests {
                 src.data[at..at + 3].copy_from_slice(&[1, 2, 3]);
             }
         }
-        let c = crop(src.view(), &[[5.0, 10.0], [35.0, 10.0], [35.0, 20.0], [5.0, 20.0]]).unwrap();
+        let c = crop(
+            src.view(),
+            &[[5.0, 10.0], [35.0, 10.0], [35.0, 20.0], [5.0, 20.0]],
+        )
+        .unwrap();
         assert_eq!((c.width, c.height), (30, 10));
         assert!(c.data.chunks_exact(3).all(|p| p == [1, 2, 3]));
-        let tall = crop(src.view(), &[[5.0, 0.0], [10.0, 0.0], [10.0, 20.0], [5.0, 20.0]]).unwrap();
+        let tall = crop(
+            src.view(),
+            &[[5.0, 0.0], [10.0, 0.0], [10.0, 20.0], [5.0, 20.0]],
+        )
+        .unwrap();
         assert_eq!((tall.width, tall.height), (20, 5));
         let err = crop(src.view(), &[[5.0, 5.0]; 4]).unwrap_err();
         assert!(err.message().contains("nothing to crop"), "{err:?}");
@@ -244,7 +258,10 @@ mod tests {
         let packed = pack(&crops);
         assert_eq!(packed.shape, [2, 4, 3, 3]);
         assert_eq!(packed.sizes, vec![[2, 3], [4, 1]]);
-        assert_eq!(unpack(&packed.data, packed.shape, &packed.sizes).unwrap(), crops);
+        assert_eq!(
+            unpack(&packed.data, packed.shape, &packed.sizes).unwrap(),
+            crops
+        );
         let err = unpack(&packed.data, packed.shape, &[[2, 3], [5, 1]]).unwrap_err();
         assert!(err.message().contains("crop 1 is 5x1"), "{err:?}");
     }
