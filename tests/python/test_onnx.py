@@ -328,12 +328,14 @@ def test_auto_complete_without_config(http, repository):
     assert config["max_batch_size"] == 4
     assert "dynamic_batching" in config
     inputs = {i["name"]: i for i in config["input"]}
-    assert inputs["X"]["data_type"] == "TYPE_FP32" and inputs["X"]["dims"] == ["3"] or inputs["X"]["dims"] == [3]
-    assert [int(d) for d in inputs["S"]["dims"]] == [1]
-    assert inputs["S"]["reshape"]["shape"] == [] if "shape" in inputs["S"]["reshape"] else True
+    assert (inputs["X"]["data_type"], inputs["X"]["dims"]) == ("TYPE_FP32", [3])
+    assert "reshape" not in inputs["X"]
+    # One value per batch item: dims [1] over the model's scalar rows.
+    assert (inputs["S"]["data_type"], inputs["S"]["dims"]) == ("TYPE_INT64", [1])
+    assert inputs["S"]["reshape"] == {"shape": []}
     outputs = {o["name"]: o for o in config["output"]}
-    assert outputs["Y"]["data_type"] == "TYPE_FP32"
-    assert [int(d) for d in outputs["Y"]["dims"]] == [2]
+    assert (outputs["Y"]["data_type"], outputs["Y"]["dims"]) == ("TYPE_FP32", [2])
+    assert outputs["S2"]["reshape"] == {"shape": []}
 
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     s = np.array([[3], [-4]], dtype=np.int64)
@@ -354,7 +356,7 @@ def test_auto_complete_partial_config(http, repository):
     assert config["default_model_filename"] == "relu.onnx"
     (inp,) = config["input"]
     assert inp["name"] == "in" and inp["data_type"] == "TYPE_FP64"
-    assert [int(d) for d in inp["dims"]] == [3, -1]
+    assert inp["dims"] == [3, -1]
     x = np.array([[-1.0, 2.0], [3.0, -4.0], [0.5, -0.5]])
     i = httpclient.InferInput("in", [3, 2], "FP64")
     i.set_data_from_numpy(x)
@@ -383,10 +385,10 @@ def test_bad_models_are_unavailable_with_reasons(http):
 
 
 def test_bad_bool_and_bytes_inputs_are_refused(http):
-    raw = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    # A bool view of a byte 2 goes on the wire as is.
+    raw = np.array([[0, 1], [2, 1]], dtype=np.uint8).view(np.bool_)
     i = httpclient.InferInput("INPUT0", [2, 2], "BOOL")
-    i.set_data_from_numpy(raw.astype(np.bool_))
-    i._raw_data = raw.tobytes()
+    i.set_data_from_numpy(raw)
     with pytest.raises(InferenceServerException, match="not a BOOL"):
         http.infer("identity_bool", [i])
     b = httpclient.InferInput("INPUT0", [2, 1], "BYTES")
