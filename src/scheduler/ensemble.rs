@@ -72,6 +72,8 @@ pub struct Plan {
     readers: Vec<Vec<usize>>,
     /// Ensemble inputs: their tensor indices, in configuration order.
     inputs: Vec<usize>,
+    /// Ensemble outputs: their tensor indices, in configuration order.
+    outputs: Vec<usize>,
     /// Steps in an order where each comes after the steps it reads from.
     order: Vec<usize>,
 }
@@ -229,6 +231,7 @@ impl Plan {
             steps,
             readers,
             inputs,
+            outputs,
             order,
         })
     }
@@ -432,6 +435,9 @@ struct RunState {
     values: Vec<Option<Tensor>>,
     /// Per step, the input tensors it still waits for.
     waiting: Vec<usize>,
+    /// Per tensor, the steps that will still read it: a tensor no step
+    /// will read and the client does not get is let go at once.
+    unread: Vec<usize>,
     /// Steps not finished.
     left: usize,
     /// Taken by whoever answers the request.
@@ -472,6 +478,7 @@ impl Run {
             state: Mutex::new(RunState {
                 values,
                 waiting,
+                unread: plan.readers.iter().map(Vec::len).collect(),
                 left: plan.steps.len(),
                 complete: Some(complete),
             }),
@@ -486,11 +493,16 @@ impl Run {
             }
         });
         let first: Vec<(usize, Vec<Tensor>)> = {
-            let st = lock(&run.state);
-            plan.order
+            let mut st = lock(&run.state);
+            let ready: Vec<usize> = plan
+                .order
                 .iter()
-                .filter(|&&s| st.waiting[s] == 0)
-                .map(|&s| (s, run.step_inputs(&st, s)))
+                .copied()
+                .filter(|&s| st.waiting[s] == 0)
+                .collect();
+            ready
+                .into_iter()
+                .map(|s| (s, run.step_inputs(&mut st, s)))
                 .collect()
         };
         for (s, inputs) in first {
@@ -499,9 +511,12 @@ impl Run {
     }
 
     /// Step `s`'s inputs: the ensemble tensors it reads, under the names
-    /// its model gives them (the data is shared, not copied).
-    fn step_inputs(&self, st: &RunState, s: usize) -> Vec<Tensor> {
-        self.shared.plan.steps[s]
+    /// its model gives them (the data is shared, not copied). A tensor this
+    /// was the last reader of is dropped from the run unless it is an
+    /// ensemble output: the step's request holds what it needs.
+    fn step_inputs(&self, st: &mut RunState, s: usize) -> Vec<Tensor> {
+        let plan = &self.shared.plan;
+        let inputs = plan.steps[s]
             .inputs
             .iter()
             .filter_map(|(input, t)| {
@@ -512,7 +527,16 @@ impl Run {
                     data: tensor.data.clone(),
                 })
             })
-            .collect()
+            .collect();
+        for (t, readers) in plan.readers.iter().enumerate() {
+            if readers.contains(&s) {
+                st.unread[t] -= 1;
+                if st.unread[t] == 0 && !plan.outputs.contains(&t) {
+                    st.values[t] = None;
+                }
+            }
+        }
+        inputs
     }
 
     fn launch(self: &Arc<Run>, s: usize, inputs: Vec<Tensor>) {
@@ -580,7 +604,7 @@ impl Run {
         st.left -= 1;
         let launches: Vec<(usize, Vec<Tensor>)> = ready
             .into_iter()
-            .map(|r| (r, self.step_inputs(&st, r)))
+            .map(|r| (r, self.step_inputs(&mut st, r)))
             .collect();
         let answer = if st.left == 0 {
             let outputs = self
