@@ -1405,24 +1405,38 @@ mod tests {
 
     /// Returns its input `IN` as `OUT`; refuses to create instances when the
     /// config parameter `fail` is set and to execute when `fail_execute`
-    /// is; waits `delay_ms` (a config parameter) in each execution. Counts
-    /// instance creations, live instances and executions.
+    /// is; waits `delay_ms` (a config parameter) in each execution, and,
+    /// with `rendezvous` set, for another execution with it set to be
+    /// running too. Counts instance creations, live instances and
+    /// executions.
     struct Echo {
         name: &'static str,
         counters: Arc<Counters>,
     }
 
-    #[derive(Default)]
     struct Counters {
         attempts: AtomicUsize,
         live: AtomicUsize,
         executed: AtomicUsize,
+        rendezvous: std::sync::Barrier,
+    }
+
+    impl Default for Counters {
+        fn default() -> Counters {
+            Counters {
+                attempts: AtomicUsize::default(),
+                live: AtomicUsize::default(),
+                executed: AtomicUsize::default(),
+                rendezvous: std::sync::Barrier::new(2),
+            }
+        }
     }
 
     struct EchoInstance {
         counters: Arc<Counters>,
         delay: Duration,
         fail: bool,
+        rendezvous: bool,
     }
 
     impl Drop for EchoInstance {
@@ -1435,6 +1449,9 @@ mod tests {
         fn execute(&mut self, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
             self.counters.executed.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.delay);
+            if self.rendezvous {
+                self.counters.rendezvous.wait();
+            }
             if self.fail {
                 return Err(Error::internal("execution refused (fail_execute)"));
             }
@@ -1469,6 +1486,7 @@ mod tests {
                     parameter("delay_ms").map_or(0, |d| d.parse().unwrap()),
                 ),
                 fail: parameter("fail_execute").is_some(),
+                rendezvous: parameter("rendezvous").is_some(),
             }))
         }
     }
@@ -2037,6 +2055,53 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             "UNAVAILABLE",
             "Invalid argument: ensemble 'mistyped': ensemble tensor 'IN': ensemble input 'IN' is TYPE_INT32 but step 1 'simple' input 'IN' takes TYPE_FP32"
         )));
+    }
+
+    #[test]
+    fn ensemble_branches_run_at_the_same_time() {
+        // Each branch's model waits in its execution for the other's: the
+        // request completes only if both run at once.
+        let repo = Repo::new("ensemble-branches");
+        let meeting = |name: &str| {
+            format!(
+                "backend: \"echo\"\nparameters {{ key: \"rendezvous\" value {{ string_value: \"{name}\" }} }}\n{IO}"
+            )
+        };
+        let branches = format!(
+            "platform: \"ensemble\"\ninput [ {{ name: \"IN\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\noutput [ {{ name: \"LEFT\" data_type: TYPE_FP32 dims: [ -1 ] }}, {{ name: \"RIGHT\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\nensemble_scheduling {{ step [ {}, {} ] }}",
+            "{ model_name: \"left\" model_version: -1 input_map { key: \"IN\" value: \"IN\" } output_map { key: \"OUT\" value: \"LEFT\" } }",
+            "{ model_name: \"right\" model_version: -1 input_map { key: \"IN\" value: \"IN\" } output_map { key: \"OUT\" value: \"RIGHT\" } }",
+        );
+        repo.model("left", Some(&meeting("left")), &[1])
+            .model("right", Some(&meeting("right")), &[1])
+            .model("branches", Some(&branches), &[1]);
+        let manager = repo.manager(ControlMode::Explicit, &["branches"]);
+        manager.start().unwrap();
+        let response = infer(&manager.get("branches", None).unwrap(), 4.0).unwrap();
+        let names: Vec<&str> = response.outputs.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["LEFT", "RIGHT"]);
+        assert_eq!(repo.counters.executed.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn ensembles_nest() {
+        let repo = Repo::new("ensemble-nested");
+        repo.echo("simple")
+            .model("pipeline", Some(&pipeline("simple")), &[1])
+            .model("outer", Some(&pipeline("pipeline")), &[1]);
+        let manager = repo.manager(ControlMode::Explicit, &[]);
+        manager.start().unwrap();
+        manager.load("outer", None).unwrap();
+        assert!(manager.ready("pipeline", None) && manager.ready("simple", None));
+        let response = infer(&manager.get("outer", None).unwrap(), 1.0).unwrap();
+        assert_eq!(&response.outputs[0].data[..], &1.0f32.to_le_bytes());
+        manager.unload("simple", false).unwrap();
+        assert!(!manager.ready("outer", None));
+        manager.load("simple", None).unwrap();
+        assert!(manager.ready("outer", None));
+        manager.unload("outer", true).unwrap();
+        assert!(!manager.ready("pipeline", None) && !manager.ready("simple", None));
+        assert_eq!(repo.live(), 0);
     }
 
     fn write_config(repo: &Repo, name: &str, extra: &str) {

@@ -244,7 +244,7 @@ pub fn repository_load(
 }
 
 /// `RepositoryModelUnload` (blocking): `unload_dependents` also unloads
-/// the ensembles using the model.
+/// an ensemble's composing models.
 pub fn repository_unload(
     server: &Server,
     request: &RepositoryModelUnloadRequest,
