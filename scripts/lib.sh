@@ -48,6 +48,17 @@ ensure_pyenv() {
 	PY="$env/bin/python"
 }
 
+# pip_python: sets PYTHON, unless it is set, to target/pyenv's interpreter
+# when there is one, else python3; dies unless it has pip (for scripts that
+# download wheels from PyPI).
+pip_python() {
+	if [[ -z "${PYTHON:-}" ]]; then
+		PYTHON=python3
+		[[ -x "$NEREID_ROOT/target/pyenv/bin/python" ]] && PYTHON="$NEREID_ROOT/target/pyenv/bin/python"
+	fi
+	"$PYTHON" -m pip --version >/dev/null 2>&1 || die "$PYTHON has no pip (Debian: apt-get install python3-pip)"
+}
+
 # start_nereid BIN LOG ARGS...: starts nereid on free loopback HTTP and gRPC
 # ports (and a free metrics port), waits up to NEREID_READY_TIMEOUT seconds
 # (default 60) for /v2/health/ready, and sets NEREID_PID, NEREID_ADDR (HTTP)

@@ -651,6 +651,36 @@ fn check_tensor(
     Ok(())
 }
 
+/// The model's tensor for a configured input or output (`kind`) of `name`,
+/// checked against the configured datatype and dims (the reshape's when
+/// there is one).
+fn find_checked<'m>(
+    model: &str,
+    kind: &str,
+    declared: &'m [ModelTensor],
+    name: &str,
+    config_type: i32,
+    config_dims: &[i64],
+    max_batch_size: i32,
+) -> Result<&'m ModelTensor> {
+    let tensor = declared.iter().find(|t| t.name == name).ok_or_else(|| {
+        let names: Vec<String> = declared.iter().map(|t| format!("'{}'", t.name)).collect();
+        Error::invalid_arg(format!(
+            "model '{model}': configuration {kind} '{name}' is not an {kind} of the model (model {kind}s: {})",
+            names.join(", ")
+        ))
+    })?;
+    check_tensor(
+        model,
+        kind,
+        tensor,
+        config_type,
+        config_dims,
+        max_batch_size,
+    )?;
+    Ok(tensor)
+}
+
 /// How one configured input reaches the model.
 #[derive(Debug)]
 struct InputPlan {
@@ -788,26 +818,18 @@ impl OnnxInstance {
         let mbs = config.max_batch_size;
         let model_inputs = model_tensors(model, "input", session.inputs())?;
         let model_outputs = model_tensors(model, "output", session.outputs())?;
-        let names = |ts: &[ModelTensor]| {
-            ts.iter()
-                .map(|t| format!("'{}'", t.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let mut inputs = Vec::with_capacity(config.input.len());
         for input in &config.input {
-            let declared = model_inputs
-                .iter()
-                .find(|t| t.name == input.name)
-                .ok_or_else(|| {
-                    Error::invalid_arg(format!(
-                        "model '{model}': configuration input '{}' is not an input of the model (model inputs: {})",
-                        input.name,
-                        names(&model_inputs)
-                    ))
-                })?;
             let dims = input.reshape.as_ref().map_or(&input.dims, |r| &r.shape);
-            check_tensor(model, "input", declared, input.data_type, dims, mbs)?;
+            let declared = find_checked(
+                model,
+                "input",
+                &model_inputs,
+                &input.name,
+                input.data_type,
+                dims,
+                mbs,
+            )?;
             inputs.push(InputPlan {
                 name: input.name.clone(),
                 model_shape: match &input.reshape {
@@ -830,18 +852,16 @@ impl OnnxInstance {
         }
         let mut outputs = Vec::with_capacity(config.output.len());
         for output in &config.output {
-            let declared = model_outputs
-                .iter()
-                .find(|t| t.name == output.name)
-                .ok_or_else(|| {
-                    Error::invalid_arg(format!(
-                        "model '{model}': configuration output '{}' is not an output of the model (model outputs: {})",
-                        output.name,
-                        names(&model_outputs)
-                    ))
-                })?;
             let dims = output.reshape.as_ref().map_or(&output.dims, |r| &r.shape);
-            check_tensor(model, "output", declared, output.data_type, dims, mbs)?;
+            let declared = find_checked(
+                model,
+                "output",
+                &model_outputs,
+                &output.name,
+                output.data_type,
+                dims,
+                mbs,
+            )?;
             outputs.push(OutputPlan {
                 name: output.name.clone(),
                 config_dims: (output.reshape.is_some() || declared.dims.is_empty())
