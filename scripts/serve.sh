@@ -7,4 +7,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --locked --bin nereid
 # The ONNX models need ONNX Runtime's library: fetched once into the cache.
 bash scripts/fetch-onnxruntime.sh >/dev/null
+# The `ocr` ensemble's PP-OCR models: fetched once, then found in place.
+bash scripts/fetch-ocr-models.sh
 exec target/release/nereid --model-repository model_repository "$@"

@@ -61,6 +61,24 @@ step "ONNX Runtime library (scripts/fetch-onnxruntime.sh)"
 ensure_pyenv
 PYTHON="$PY" bash scripts/fetch-onnxruntime.sh || die "fetching ONNX Runtime failed"
 
+# The `ocr` ensemble's PP-OCR models (from the rapidocr-onnxruntime wheel,
+# cached after the first run) and the font its Python test renders text with.
+step "OCR models (scripts/fetch-ocr-models.sh) and fonts-dejavu-core"
+PYTHON="$PY" bash scripts/fetch-ocr-models.sh || die "fetching the OCR models failed"
+if [[ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]]; then
+	[[ "$(id -u)" == 0 ]] || die "tests/python/test_ocr.py needs DejaVu Sans: install the Debian package fonts-dejavu-core"
+	apt-get update -qq >/dev/null || true
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null ||
+		die "apt-get install fonts-dejavu-core failed"
+fi
+# rapidocr's OpenCV wheel links libGL and GLib, which slim images lack.
+if ! "$PY" -c 'import cv2' 2>/dev/null; then
+	[[ "$(id -u)" == 0 ]] || die "OpenCV (for rapidocr) cannot load: install the Debian packages libgl1 and libglib2.0-0"
+	apt-get update -qq >/dev/null || true
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgl1 libglib2.0-0 >/dev/null ||
+		die "apt-get install libgl1 libglib2.0-0 failed"
+fi
+
 step "cargo test"
 run_check "cargo test" cargo test --locked
 
