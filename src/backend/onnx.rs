@@ -36,6 +36,9 @@
 //! ONNX Runtime as views of the request's bytes when they are aligned for
 //! their element type, and outputs become [`Bytes`] that own ONNX Runtime's
 //! buffers. BOOL and BYTES (ONNX strings) are converted element by element.
+//!
+//! Calls `core` and, for which group an instance index belongs to,
+//! `scheduler::placements` (a function of the configuration alone).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -97,11 +100,10 @@ impl Default for OnnxOptions {
 
 /// Where the library is looked for, and which setting chose that place.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LibraryLocation {
-    /// The library file.
-    pub path: PathBuf,
+struct LibraryLocation {
+    path: PathBuf,
     /// The setting that named it, for messages.
-    pub origin: String,
+    origin: String,
 }
 
 /// The default cache location of the pinned release's library, given the
@@ -153,7 +155,7 @@ fn locate_library_with(
 
 /// Where the library is looked for under `options` and this process's
 /// environment.
-pub fn locate_library(options: &OnnxOptions) -> Result<LibraryLocation> {
+fn locate_library(options: &OnnxOptions) -> Result<LibraryLocation> {
     locate_library_with(options, |name| std::env::var_os(name).map(PathBuf::from))
 }
 
