@@ -18,8 +18,9 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import NereidServer, model_repository
+from test_scheduling import wait_until
 
-EXAMPLES = ("simple", "identity_int32", "fault", "simple_chain", "simple_branches")
+EXAMPLES = ("simple", "identity_int32", "fault", "delay", "simple_chain", "simple_branches")
 
 
 def tensor(name, dtype="TYPE_INT32", dims="[ -1 ]"):
@@ -60,6 +61,13 @@ TEST_MODELS = {
             step("fault", [("INPUT0", "MID")], [("OUTPUT0", "OUTPUT0")]),
         ],
         max_batch_size=0,
+    ),
+    # One step on `delay`, which waits in its execution until cancelled.
+    "slow": ensemble(
+        "slow",
+        [tensor("INPUT0", "TYPE_FP32")],
+        [tensor("OUTPUT0", "TYPE_FP32")],
+        [step("delay", [("INPUT0", "INPUT0")], [("OUTPUT0", "OUTPUT0")])],
     ),
     "bad_type": ensemble(
         "bad_type",
@@ -143,7 +151,7 @@ def start(repo, *models):
 @pytest.fixture(scope="module")
 def serving(repo):
     """Serves the working ensembles (and so their composing models)."""
-    s = start(repo, "simple_chain", "simple_branches", "fault_second")
+    s = start(repo, "simple_chain", "simple_branches", "fault_second", "slow")
     yield s
     s.stop()
 
@@ -197,6 +205,27 @@ def test_failing_step_is_named(serving, protocol):
     # The ensemble and its models stay up.
     assert client.is_model_ready("fault_second")
     client.close()
+
+
+def test_cancelling_the_request_cancels_its_steps(serving):
+    """The client gives up after 0.3 s on a step told to take 60 s; the
+    step is cancelled, so both the ensemble and `delay` count a failure."""
+    c = httpclient.InferenceServerClient(serving.url)
+    fails = lambda model: http_stats(c, model)["inference_stats"]["fail"]["count"]  # noqa: E731
+    before = {m: fails(m) for m in ("slow", "delay")}
+    g = grpcclient.InferenceServerClient(serving.grpc_url)
+    x = grpcclient.InferInput("INPUT0", [1, 2], "FP32")
+    x.set_data_from_numpy(np.ones((1, 2), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        g.infer("slow", [x], parameters={"execute_delay_ms": 60000}, client_timeout=0.3)
+    assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    g.close()
+    wait_until(
+        lambda: all(fails(m) == before[m] + 1 for m in before),
+        timeout=10.0,
+        what="the ensemble and its cancelled step to be counted as failed",
+    )
+    c.close()
 
 
 def test_invalid_ensembles_fail_to_load_naming_step_and_tensor(fresh):
