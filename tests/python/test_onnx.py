@@ -424,3 +424,52 @@ def test_missing_library_is_unavailable_and_says_how_to_fetch(repository):
         c.close()
     finally:
         s.stop()
+
+
+def test_backend_config_sets_the_auto_complete_batch_size(library, repository):
+    s = NereidServer(
+        [
+            f"--backend-config=onnxruntime,library-path={library}",
+            "--backend-config=default-max-batch-size=16",
+            "--strict-readiness=false",
+            "--exit-on-error=false",
+        ],
+        repository=repository,
+        name="nereid-onnx-mbs",
+    ).start()
+    try:
+        c = httpclient.InferenceServerClient(url=s.url)
+        config = c.get_model_config("auto_batch")
+        assert config["max_batch_size"] == 16
+        assert config["dynamic_batching"]["preferred_batch_size"] == [16]
+        c.close()
+    finally:
+        s.stop()
+
+
+def test_strict_model_config_turns_auto_complete_off(library, repository):
+    s = NereidServer(
+        [
+            "--onnxruntime-library",
+            library,
+            "--strict-model-config=true",
+            "--strict-readiness=false",
+            "--exit-on-error=false",
+        ],
+        repository=repository,
+        name="nereid-onnx-strict",
+    ).start()
+    try:
+        c = httpclient.InferenceServerClient(url=s.url)
+        index = index_of(c)
+        # No config.pbtxt: nothing to load from.
+        assert index["auto_batch"]["state"] == "UNAVAILABLE"
+        assert "no config.pbtxt" in index["auto_batch"]["reason"]
+        # A config.pbtxt without inputs stays without them.
+        assert index["auto_fixed"]["state"] == "UNAVAILABLE"
+        assert "no inputs" in index["auto_fixed"]["reason"]
+        # Complete configurations load as before.
+        assert index["identity_fp32"]["state"] == "READY"
+        c.close()
+    finally:
+        s.stop()
