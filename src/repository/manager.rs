@@ -433,15 +433,27 @@ fn lookup(
                 ))),
             },
         },
-        None => record
-            .versions
-            .values()
-            .rev()
-            .filter(|s| s.state == ModelState::Ready)
-            .filter_map(|s| s.model.as_ref())
-            .find(|m| composing_unready(models, m, depth).is_none())
-            .map(Arc::clone)
-            .ok_or_else(|| unknown_model(format!("'{name}' has no available versions"))),
+        None => {
+            let mut why = None;
+            record
+                .versions
+                .values()
+                .rev()
+                .filter(|s| s.state == ModelState::Ready)
+                .filter_map(|s| s.model.as_ref())
+                .find(|m| match composing_unready(models, m, depth) {
+                    None => true,
+                    Some(reason) => {
+                        why.get_or_insert(reason);
+                        false
+                    }
+                })
+                .map(Arc::clone)
+                .ok_or_else(|| {
+                    let why = why.map_or_else(String::new, |w| format!(": {w}"));
+                    unknown_model(format!("'{name}' has no available versions{why}"))
+                })
+        }
     })
 }
 
@@ -1996,7 +2008,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         let err = manager.get("pipeline", None).unwrap_err();
         assert_eq!(
             err.message(),
-            "Request for unknown model: 'pipeline' has no available versions"
+            "Request for unknown model: 'pipeline' has no available versions: composing model 'simple' is not ready"
         );
         assert!(manager.index(false).unwrap().contains(&entry(
             "pipeline",

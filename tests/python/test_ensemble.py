@@ -308,7 +308,9 @@ def test_readiness_follows_composing_models(fresh):
     assert row[0]["reason"] == "composing model 'identity_int32' is not ready", row
     with pytest.raises(InferenceServerException) as e:
         simple_infer(c, httpclient, "simple_chain")
-    assert "simple_chain" in e.value.message()
+    assert e.value.message().endswith(
+        "'simple_chain' has no available versions: composing model 'identity_int32' is not ready"
+    ), e.value.message()
 
     c.load_model("identity_int32")
     assert c.is_model_ready("simple_chain") and grpc_ready(g, "simple_chain")
