@@ -38,6 +38,16 @@
 //! new models load, changed ones reload, removed ones unload. A failed
 //! attempt is retried only when the model's files change again.
 //!
+//! An ensemble (`platform: "ensemble"`) has no backend: its versions run
+//! on an [`EnsembleScheduler`] that submits each step to the composing
+//! model's serving version through a router over this table. Loading
+//! an ensemble first loads the composing models that do not serve yet,
+//! then checks the ensemble against their configurations. A READY ensemble
+//! version serves only while every composing model does: lookups, the
+//! index and strict readiness treat it as UNAVAILABLE ("composing model
+//! 'x' is not ready") otherwise, and it serves again once they are back.
+//! `unload_dependents` unloads an ensemble's composing models with it.
+//!
 //! Load and unload calls for one model are serialized; different models load
 //! in parallel. Lookups ([`ModelManager::get`]) only take a short lock and
 //! hand out `Arc<LoadedModel>`, so a request in flight keeps its version

@@ -6,7 +6,8 @@
 //!
 //! It calls down into `backend` (to resolve and auto-complete a
 //! configuration) and `scheduler` (one [`crate::scheduler::ModelScheduler`]
-//! per ready version); the server layer above calls [`ModelManager`].
+//! per ready version, or an [`crate::scheduler::ensemble::EnsembleScheduler`]
+//! for an ensemble); the server layer above calls [`ModelManager`].
 
 pub mod config;
 pub mod manager;
