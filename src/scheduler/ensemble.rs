@@ -13,11 +13,12 @@
 //! every step whose inputs are ready; each finished step hands its outputs
 //! to the steps waiting for them and starts those that became ready, so
 //! independent steps run in parallel on their models' own instances. Every
-//! step runs, whichever outputs the client asked for. A tensor moves from
-//! one step to the next as the same [`bytes::Bytes`]: only its name changes.
-//! The first step that fails fails the request, naming the step, and cancels
-//! the steps still running; cancelling the ensemble request cancels its
-//! steps.
+//! step runs, whichever outputs the client asked for, with the request's
+//! id and parameters. A tensor moves from one step to the next as the same
+//! [`bytes::Bytes`]: only its name changes; the request lets go of it once
+//! its last reader has started, unless the client gets it. The first step
+//! that fails fails the request, naming the step, and cancels the steps
+//! still running; cancelling the ensemble request cancels its steps.
 //!
 //! The scheduler never calls the repository: a [`StepRouter`] it is given
 //! submits each step to whichever version of the composing model serves at
