@@ -896,6 +896,11 @@ fn validate_instance_groups(
                 "an ensemble must not set model_warmup; warm up its composing models instead",
             ));
         }
+        if config.optimization.is_some() {
+            return Err(source.error(
+                "an ensemble must not set optimization; its composing models own the execution",
+            ));
+        }
         return Ok(());
     }
     if config.instance_group.is_empty() {
@@ -1383,6 +1388,14 @@ output [
             (
                 "platform: \"ensemble\" input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
                 "needs an ensemble_scheduling section",
+            ),
+            (
+                "platform: \"ensemble\" ensemble_scheduling { step [{model_name: \"x\"}] } model_warmup [{name: \"w\" batch_size: 1 inputs { key: \"A\" value: { data_type: TYPE_FP32 dims: [1] zero_data: true } } }] input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "an ensemble must not set model_warmup",
+            ),
+            (
+                "platform: \"ensemble\" ensemble_scheduling { step [{model_name: \"x\"}] } optimization { priority: PRIORITY_MAX } input [{name: \"A\" data_type: TYPE_FP32 dims: [1]}] output [{name: \"B\" data_type: TYPE_FP32 dims: [1]}]",
+                "an ensemble must not set optimization",
             ),
         ];
         for (text, expected) in cases {
