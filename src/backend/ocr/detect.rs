@@ -121,8 +121,8 @@ fn scaled_32(h: usize, w: usize, ratio: f64) -> (usize, usize) {
 /// Preprocessed input for the detection network.
 #[derive(Debug)]
 pub struct DetInput {
-    /// `[1, 3, height, width]` normalized floats.
-    pub tensor: Vec<f32>,
+    /// `[1, 3, height, width]` normalized floats as little-endian bytes.
+    pub tensor: Vec<u8>,
     /// Network input height.
     pub height: usize,
     /// Network input width.
@@ -186,7 +186,7 @@ pub fn preprocess(src: View<'_>, p: &DetParams) -> DetInput {
     let (height, width) = scaled_32(h, w, ratio);
     let (height, width) = (height.max(32), width.max(32));
     let resized = image::resize(cur, width, height);
-    let mut tensor = vec![0f32; 3 * height * width];
+    let mut tensor = vec![0u8; 3 * height * width * 4];
     image::normalize_chw(resized.view(), &mut tensor, width);
     DetInput {
         tensor,
@@ -684,7 +684,12 @@ mod tests {
         let input = preprocess(img.view(), &DetParams::default());
         assert_eq!((input.height, input.width), (736, 1472));
         assert!(input.working.is_none());
-        assert!(input.tensor.iter().all(|&v| v == 1.0));
+        assert!(
+            input
+                .tensor
+                .chunks_exact(4)
+                .all(|v| v == 1f32.to_le_bytes())
+        );
         // A flat strip gets black bands: 400/8 = 50 -> 100 rows, 30 each side.
         let strip = Image {
             width: 400,

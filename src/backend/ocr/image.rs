@@ -366,16 +366,19 @@ pub fn pad_vertical(src: View<'_>, rows: usize) -> Image {
     }
 }
 
-/// Writes `img` as CHW floats `(v / 255 - 0.5) / 0.5` into `out`, a
-/// `3 x out_height x out_width` plane set, leaving columns beyond the
-/// image's width as they are (zero padding when `out` starts zeroed).
-pub fn normalize_chw(img: View<'_>, out: &mut [f32], out_width: usize) {
-    let plane = img.height * out_width;
-    for y in 0..img.height {
-        for x in 0..img.width {
-            let p = img.pixel(x, y);
-            for c in 0..3 {
-                out[c * plane + y * out_width + x] = (f32::from(p[c]) / 255.0 - 0.5) / 0.5;
+/// Writes `img` as CHW floats `(v / 255 - 0.5) / 0.5` (little-endian
+/// bytes, the tensor's wire form, so no second pass converts them) into
+/// `out`, a `3 x out_height x out_width` plane set, leaving columns beyond
+/// the image's width as they are (zero padding when `out` starts zeroed).
+pub fn normalize_chw(img: View<'_>, out: &mut [u8], out_width: usize) {
+    let levels: [[u8; 4]; 256] =
+        std::array::from_fn(|v| ((v as f32 / 255.0 - 0.5) / 0.5).to_le_bytes());
+    let plane = img.height * out_width * 4;
+    for (y, row) in img.data.chunks_exact(img.width * 3).enumerate() {
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            let at = (y * out_width + x) * 4;
+            for (c, &v) in px.iter().enumerate() {
+                out[c * plane + at..c * plane + at + 4].copy_from_slice(&levels[usize::from(v)]);
             }
         }
     }

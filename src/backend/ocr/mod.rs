@@ -283,6 +283,16 @@ fn float_tensor(name: &str, shape: Vec<usize>, values: &[f32]) -> Tensor {
     }
 }
 
+/// A tensor of FP32 values already in little-endian bytes.
+fn f32_bytes_tensor(name: &str, shape: Vec<usize>, data: Vec<u8>) -> Tensor {
+    Tensor {
+        name: name.to_string(),
+        datatype: F32,
+        shape: shape.into_iter().map(|d| d as i64).collect(),
+        data: Bytes::from(data),
+    }
+}
+
 fn image_tensor(name: &str, img: Image) -> Tensor {
     Tensor {
         name: name.to_string(),
@@ -356,10 +366,10 @@ fn det_preprocess(s: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor>
         },
     };
     Ok(vec![
-        float_tensor(
+        f32_bytes_tensor(
             "DET_INPUT",
             vec![1, 3, prepared.height, prepared.width],
-            &prepared.tensor,
+            prepared.tensor,
         ),
         det_image,
         float_tensor("TRANSFORM", vec![6], &prepared.transform.to_array()),
@@ -406,10 +416,10 @@ fn crop(_: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
 
 fn cls_preprocess(_: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
     let crops = crops(request)?;
-    Ok(vec![float_tensor(
+    Ok(vec![f32_bytes_tensor(
         "CLS_INPUT",
         vec![crops.len(), 3, recognize::LINE_HEIGHT, recognize::CLS_WIDTH],
-        &recognize::cls_input(&crops),
+        recognize::cls_input(&crops),
     )])
 }
 
@@ -419,10 +429,10 @@ fn rec_preprocess(s: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor>
     expect_shape(probs, &[Some(crops.len()), Some(2)])?;
     recognize::apply_direction(&mut crops, &floats(probs), s.cls_thresh);
     let (input, width) = recognize::rec_input(&crops);
-    Ok(vec![float_tensor(
+    Ok(vec![f32_bytes_tensor(
         "REC_INPUT",
         vec![crops.len(), 3, recognize::LINE_HEIGHT, width],
-        &input,
+        input,
     )])
 }
 

@@ -113,18 +113,19 @@ pub fn unpack(data: &[u8], shape: [usize; 4], sizes: &[[usize; 2]]) -> Result<Ve
 
 /// Resizes a crop to `LINE_HEIGHT` rows and its aspect ratio's width (at
 /// most `max_width`), normalized, into the `3 x LINE_HEIGHT x max_width`
-/// planes `out`.
-fn line_into(crop: View<'_>, out: &mut [f32], max_width: usize) {
+/// planes `out` (floats as little-endian bytes).
+fn line_into(crop: View<'_>, out: &mut [u8], max_width: usize) {
     let ratio = crop.width as f64 / crop.height as f64;
     let width = ((LINE_HEIGHT as f64 * ratio).ceil() as usize).clamp(1, max_width);
     let resized = image::resize(crop, width, LINE_HEIGHT);
     image::normalize_chw(resized.view(), out, max_width);
 }
 
-/// The direction classifier's input: `[n, 3, 48, 192]`.
-pub fn cls_input(crops: &[Image]) -> Vec<f32> {
-    let per = 3 * LINE_HEIGHT * CLS_WIDTH;
-    let mut out = vec![0f32; crops.len() * per];
+/// The direction classifier's input: `[n, 3, 48, 192]` floats as
+/// little-endian bytes.
+pub fn cls_input(crops: &[Image]) -> Vec<u8> {
+    let per = 3 * LINE_HEIGHT * CLS_WIDTH * 4;
+    let mut out = vec![0u8; crops.len() * per];
     for (c, slot) in crops.iter().zip(out.chunks_exact_mut(per)) {
         line_into(c.view(), slot, CLS_WIDTH);
     }
@@ -142,16 +143,17 @@ pub fn apply_direction(crops: &mut [Image], probs: &[f32], thresh: f32) {
     }
 }
 
-/// The recognizer's input, `[n, 3, 48, width]`, and its width: wide
-/// enough for the widest crop's aspect ratio, at least 320.
-pub fn rec_input(crops: &[Image]) -> (Vec<f32>, usize) {
+/// The recognizer's input, `[n, 3, 48, width]` floats as little-endian
+/// bytes, and its width: wide enough for the widest crop's aspect ratio,
+/// at least 320.
+pub fn rec_input(crops: &[Image]) -> (Vec<u8>, usize) {
     let max_ratio = crops
         .iter()
         .map(|c| c.width as f64 / c.height as f64)
         .fold(REC_MIN_WIDTH as f64 / LINE_HEIGHT as f64, f64::max);
     let width = (LINE_HEIGHT as f64 * max_ratio) as usize;
-    let per = 3 * LINE_HEIGHT * width;
-    let mut out = vec![0f32; crops.len() * per];
+    let per = 3 * LINE_HEIGHT * width * 4;
+    let mut out = vec![0u8; crops.len() * per];
     for (c, slot) in crops.iter().zip(out.chunks_exact_mut(per)) {
         line_into(c.view(), slot, width);
     }
@@ -269,17 +271,20 @@ mod tests {
     #[test]
     fn line_inputs_keep_the_aspect_ratio_and_pad_with_zeros() {
         let crops = vec![solid(48, 24, 255), solid(960, 48, 0)];
+        let at = |bytes: &[u8], i: usize| {
+            f32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap())
+        };
         let cls = cls_input(&crops);
         let plane = LINE_HEIGHT * CLS_WIDTH;
         // 48x24 becomes 96x48: ones up to column 96, padding after.
-        assert_eq!(cls[95], 1.0);
-        assert_eq!(cls[96], 0.0);
-        assert_eq!(cls[3 * plane + CLS_WIDTH - 1], -1.0);
+        assert_eq!(at(&cls, 95), 1.0);
+        assert_eq!(at(&cls, 96), 0.0);
+        assert_eq!(at(&cls, 3 * plane + CLS_WIDTH - 1), -1.0);
         let (rec, width) = rec_input(&crops);
         assert_eq!(width, 960);
-        assert_eq!(rec.len(), 2 * 3 * LINE_HEIGHT * 960);
-        assert_eq!(rec[95], 1.0);
-        assert_eq!(rec[96], 0.0);
+        assert_eq!(rec.len(), 2 * 3 * LINE_HEIGHT * 960 * 4);
+        assert_eq!(at(&rec, 95), 1.0);
+        assert_eq!(at(&rec, 96), 0.0);
     }
 
     #[test]
