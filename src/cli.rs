@@ -149,6 +149,13 @@ pub struct Options {
     /// `--backend-config=default-max-batch-size=N`: the `max_batch_size`
     /// auto-complete gives a model that can batch.
     pub default_max_batch_size: i32,
+    /// `--backend-config=onnxruntime,enable-global-threadpool=1`: every ONNX
+    /// Runtime session shares one thread pool.
+    pub onnxruntime_global_threadpool: bool,
+    /// `--backend-config=onnxruntime,intra_op_thread_count=N` and
+    /// `...,inter_op_thread_count=N`: the global pool's threads (0 = ONNX
+    /// Runtime's choice).
+    pub onnxruntime_thread_counts: (usize, usize),
     /// Problems that did not stop parsing (unknown flags, flags accepted
     /// for compatibility only); log them once logging is up.
     pub warnings: Vec<String>,
@@ -204,6 +211,8 @@ impl Default for Options {
             min_supported_compute_capability: 6.0,
             onnxruntime_library: String::new(),
             default_max_batch_size: 4,
+            onnxruntime_global_threadpool: false,
+            onnxruntime_thread_counts: (0, 0),
             warnings: Vec::new(),
         }
     }
@@ -510,8 +519,28 @@ fn backend_config(o: &mut Options, v: &str) -> Result<(), CliError> {
             "invalid value '{v}' for --backend-config: expected <backend>,<setting>=<value> or <setting>=<value>"
         )));
     };
+    let threads = || {
+        value.trim().parse::<usize>().map_err(|_| {
+            CliError(format!(
+                "invalid value '{v}' for --backend-config: {key} must be a thread count"
+            ))
+        })
+    };
     match (backend, key) {
         (Some("onnxruntime"), "library-path") => o.onnxruntime_library = value.to_owned(),
+        (Some("onnxruntime"), "enable-global-threadpool") => {
+            o.onnxruntime_global_threadpool = parse_bool(value).ok_or_else(|| {
+                CliError(format!(
+                    "invalid value '{v}' for --backend-config: enable-global-threadpool must be 0 or 1"
+                ))
+            })?;
+        }
+        (Some("onnxruntime"), "intra_op_thread_count") => {
+            o.onnxruntime_thread_counts.0 = threads()?;
+        }
+        (Some("onnxruntime"), "inter_op_thread_count") => {
+            o.onnxruntime_thread_counts.1 = threads()?;
+        }
         (None | Some("onnxruntime"), "default-max-batch-size") => {
             o.default_max_batch_size = value
                 .trim()
@@ -899,6 +928,9 @@ pub fn usage() -> String {
          \x20 --backend-config onnxruntime,library-path=<path>   the same, Triton-style\n\
          \x20 --backend-config default-max-batch-size=<n>        max_batch_size auto-complete gives\n\
          \x20                                  a model that can batch [4]\n\
+         \x20 --backend-config onnxruntime,enable-global-threadpool=<0|1>   one thread pool for\n\
+         \x20                                  every session [0]; its size: onnxruntime,\n\
+         \x20                                  intra_op_thread_count=<n>, inter_op_thread_count=<n>\n\
          \n\
          Memory:\n\
          \x20 --pinned-memory-pool-byte-size <n>            [{pinned}]\n\
@@ -1085,6 +1117,18 @@ mod tests {
         assert!(o.warnings[0].contains("python,shm-default-byte-size"));
         let o = run(&["--backend-config=onnxruntime,default-max-batch-size=0"]);
         assert_eq!(o.default_max_batch_size, 0);
+        assert!(!o.onnxruntime_global_threadpool);
+        let o = run(&[
+            "--backend-config=onnxruntime,enable-global-threadpool=1",
+            "--backend-config=onnxruntime,intra_op_thread_count=2",
+            "--backend-config=onnxruntime,inter_op_thread_count=1",
+        ]);
+        assert!(o.onnxruntime_global_threadpool);
+        assert_eq!(o.onnxruntime_thread_counts, (2, 1));
+        assert!(
+            error(&["--backend-config=onnxruntime,intra_op_thread_count=many"])
+                .contains("thread count")
+        );
         assert!(error(&["--backend-config=onnxruntime"]).contains("<setting>=<value>"));
         assert!(error(&["--backend-config=default-max-batch-size=-2"]).contains("batch size"));
     }

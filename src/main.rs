@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nereid::backend::onnx::OnnxOptions;
+use nereid::backend::onnx::{OnnxOptions, ThreadCounts};
 use nereid::cli::{self, Command, ModelControlMode, Options};
 use nereid::logging;
 use nereid::metrics::MetricsEndpoint;
@@ -78,6 +78,12 @@ fn server_options(options: &Options) -> ServerOptions {
             library: Some(PathBuf::from(&options.onnxruntime_library))
                 .filter(|p| !p.as_os_str().is_empty()),
             default_max_batch_size: options.default_max_batch_size,
+            global_thread_pool: options
+                .onnxruntime_global_threadpool
+                .then_some(ThreadCounts {
+                    intra_op: options.onnxruntime_thread_counts.0,
+                    inter_op: options.onnxruntime_thread_counts.1,
+                }),
         },
         ..ServerOptions::default()
     }

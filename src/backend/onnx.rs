@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytemuck::Pod;
 use bytes::Bytes;
 use half::{bf16, f16};
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
@@ -87,6 +87,21 @@ pub struct OnnxOptions {
     /// `max_batch_size` auto-complete gives a model that can batch
     /// (`--backend-config=default-max-batch-size=N`).
     pub default_max_batch_size: i32,
+    /// One pool of threads every session shares
+    /// (`--backend-config=onnxruntime,enable-global-threadpool=1`); `None`
+    /// gives each session its own, sized by the model's `parameters`.
+    pub global_thread_pool: Option<ThreadCounts>,
+}
+
+/// Thread counts of ONNX Runtime's global pool; 0 lets ONNX Runtime choose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadCounts {
+    /// Threads that parallelize within an operator
+    /// (`--backend-config=onnxruntime,intra_op_thread_count=N`).
+    pub intra_op: usize,
+    /// Threads that run independent operators at once in parallel
+    /// execution mode (`--backend-config=onnxruntime,inter_op_thread_count=N`).
+    pub inter_op: usize,
 }
 
 impl Default for OnnxOptions {
@@ -94,6 +109,7 @@ impl Default for OnnxOptions {
         OnnxOptions {
             library: None,
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            global_thread_pool: None,
         }
     }
 }
@@ -164,6 +180,9 @@ fn locate_library(options: &OnnxOptions) -> Result<LibraryLocation> {
 struct Runtime {
     env: Environment,
     library: PathBuf,
+    /// Whether sessions share the environment's thread pool (and ignore
+    /// per-model thread counts).
+    shared_pool: bool,
 }
 
 static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
@@ -191,7 +210,7 @@ fn runtime(options: &OnnxOptions) -> Result<Arc<Runtime>> {
             how_to_fetch()
         )));
     }
-    let env = ort::init_from(&location.path)
+    let mut builder = ort::init_from(&location.path)
         .map_err(|e| {
             Error::unavailable(format!(
                 "cannot load the ONNX Runtime library '{}' (from {}): {e}; {}",
@@ -200,7 +219,19 @@ fn runtime(options: &OnnxOptions) -> Result<Arc<Runtime>> {
                 how_to_fetch()
             ))
         })?
-        .with_name("nereid")
+        .with_name("nereid");
+    if let Some(threads) = options.global_thread_pool {
+        let fail = |e| ort_error("cannot configure ONNX Runtime's global thread pool", e);
+        let mut pool = GlobalThreadPoolOptions::default();
+        if threads.intra_op > 0 {
+            pool = pool.with_intra_threads(threads.intra_op).map_err(fail)?;
+        }
+        if threads.inter_op > 0 {
+            pool = pool.with_inter_threads(threads.inter_op).map_err(fail)?;
+        }
+        builder = builder.with_global_thread_pool(pool);
+    }
+    let env = builder
         .build()
         .map_err(|e| ort_error("cannot create the ONNX Runtime environment", e))?;
     log::info!(
@@ -211,6 +242,7 @@ fn runtime(options: &OnnxOptions) -> Result<Arc<Runtime>> {
     let rt = Arc::new(Runtime {
         env,
         library: location.path,
+        shared_pool: options.global_thread_pool.is_some(),
     });
     *slot = Some(Arc::clone(&rt));
     Ok(rt)
@@ -355,19 +387,22 @@ fn parse_bool_parameter(config: &ModelConfig, key: &str) -> Result<Option<bool>>
     }
 }
 
-/// Session options from the configuration: threads, execution mode, memory
-/// pattern and graph optimization level.
-fn configure(config: &ModelConfig, mut builder: SessionBuilder) -> Result<SessionBuilder> {
+/// Session options from the configuration: threads (unless the sessions
+/// share the global pool, as in Triton), execution mode, memory pattern and
+/// graph optimization level.
+fn configure(
+    config: &ModelConfig,
+    shared_pool: bool,
+    mut builder: SessionBuilder,
+) -> Result<SessionBuilder> {
     let fail = |e| ort_error("cannot set ONNX Runtime session options", e);
     let count = "a thread count (0 lets ONNX Runtime choose)";
-    if let Some(n) = parameter::<usize>(config, "intra_op_thread_count", count)?
-        && n > 0
-    {
+    let intra = parameter::<usize>(config, "intra_op_thread_count", count)?;
+    let inter = parameter::<usize>(config, "inter_op_thread_count", count)?;
+    if let Some(n) = intra.filter(|&n| n > 0 && !shared_pool) {
         builder = builder.with_intra_threads(n).map_err(fail)?;
     }
-    if let Some(n) = parameter::<usize>(config, "inter_op_thread_count", count)?
-        && n > 0
-    {
+    if let Some(n) = inter.filter(|&n| n > 0 && !shared_pool) {
         builder = builder.with_inter_threads(n).map_err(fail)?;
     }
     match parameter::<i32>(config, "execution_mode", "0 (sequential) or 1 (parallel)")? {
@@ -479,7 +514,7 @@ fn open_session(
 ) -> Result<Session> {
     let builder = Session::builder(&rt.env)
         .map_err(|e| ort_error("cannot create an ONNX Runtime session", e))?;
-    let mut builder = configure(config, builder)?;
+    let mut builder = configure(config, rt.shared_pool, builder)?;
     if !providers.is_empty() {
         builder = builder.with_execution_providers(providers).map_err(|e| {
             Error::unavailable(format!(

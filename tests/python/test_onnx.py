@@ -426,22 +426,34 @@ def test_missing_library_is_unavailable_and_says_how_to_fetch(repository):
         s.stop()
 
 
-def test_backend_config_sets_the_auto_complete_batch_size(library, repository):
+def test_backend_config_batch_size_and_global_thread_pool(library, repository):
     s = NereidServer(
         [
             f"--backend-config=onnxruntime,library-path={library}",
             "--backend-config=default-max-batch-size=16",
+            "--backend-config=onnxruntime,enable-global-threadpool=1",
+            "--backend-config=onnxruntime,intra_op_thread_count=1",
+            "--backend-config=onnxruntime,inter_op_thread_count=1",
             "--strict-readiness=false",
             "--exit-on-error=false",
         ],
         repository=repository,
-        name="nereid-onnx-mbs",
+        name="nereid-onnx-backend-config",
     ).start()
     try:
         c = httpclient.InferenceServerClient(url=s.url)
         config = c.get_model_config("auto_batch")
         assert config["max_batch_size"] == 16
         assert config["dynamic_batching"]["preferred_batch_size"] == [16]
+        # Sessions on the shared pool run (add_sub_batch's own thread
+        # parameters give way to it).
+        a = np.arange(8, dtype=np.float32).reshape(2, 4)
+        i0 = httpclient.InferInput("INPUT0", [2, 4], "FP32")
+        i0.set_data_from_numpy(a)
+        i1 = httpclient.InferInput("INPUT1", [2, 4], "FP32")
+        i1.set_data_from_numpy(a)
+        r = c.infer("add_sub_batch", [i0, i1])
+        np.testing.assert_array_equal(r.as_numpy("OUTPUT0"), a + a)
         c.close()
     finally:
         s.stop()
