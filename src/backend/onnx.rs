@@ -29,8 +29,10 @@
 //! `enable_mem_pattern`) and `optimization.graph.level`. KIND_GPU instances
 //! use the CUDA execution provider on their device, with TensorRT in front
 //! when `optimization.execution_accelerators.gpu_execution_accelerator`
-//! names `tensorrt`; a library built without them (the `onnxruntime` wheel is
-//! CPU-only) fails the instance with a message that says so.
+//! names `tensorrt` (Triton's parameter names map to its options) and a
+//! `cuda` accelerator's parameters passed to CUDA; a library built without
+//! them (the `onnxruntime` wheel is CPU-only) fails the instance with a
+//! message that says so.
 //!
 //! Tensors cross without copies where the API allows: inputs are handed to
 //! ONNX Runtime as views of the request's bytes when they are aligned for
@@ -47,7 +49,9 @@ use bytemuck::Pod;
 use bytes::Bytes;
 use half::{bf16, f16};
 use ort::environment::{Environment, GlobalThreadPoolOptions};
-use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
+use ort::ep::{
+    self, ArbitrarilyConfigurableExecutionProvider, ExecutionProvider, ExecutionProviderDispatch,
+};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{
@@ -461,7 +465,8 @@ fn execution_providers(
     let available = |available: ort::Result<bool>| {
         available.map_err(|e| ort_error("cannot list ONNX Runtime's execution providers", e))
     };
-    let mut providers = Vec::new();
+    let mut tensorrt: Option<ep::TensorRT> = None;
+    let mut cuda = ep::CUDA::default().with_device_id(device);
     for accelerator in accelerators.map_or(&[][..], |a| &a.gpu_execution_accelerator[..]) {
         match accelerator.name.as_str() {
             "tensorrt" => {
@@ -470,24 +475,20 @@ fn execution_providers(
                 }
                 let mut trt = ep::TensorRT::default().with_device_id(device);
                 for (key, value) in &accelerator.parameters {
-                    trt = match key.as_str() {
-                        "precision_mode" => trt.with_fp16(value.eq_ignore_ascii_case("FP16")),
-                        "max_workspace_size_bytes" => {
-                            trt.with_max_workspace_size(value.parse().map_err(|_| {
-                                Error::invalid_arg(format!(
-                                    "model '{}': tensorrt parameter 'max_workspace_size_bytes' must be a byte count, found '{value}'",
-                                    config.name
-                                ))
-                            })?)
-                        }
-                        _ => trt,
-                    };
+                    let (key, value) = tensorrt_option(&config.name, key, value)?;
+                    trt = trt.with_arbitrary_config(key, value);
                 }
-                providers.push(trt.build().error_on_failure());
+                tensorrt = Some(trt);
+            }
+            // CUDA options go to ONNX Runtime by their own names.
+            "cuda" => {
+                for (key, value) in &accelerator.parameters {
+                    cuda = cuda.with_arbitrary_config(key, value);
+                }
             }
             other => {
                 return Err(Error::unsupported(format!(
-                    "model '{}': gpu_execution_accelerator '{other}' is not supported by nereid's onnxruntime backend (supported: tensorrt)",
+                    "model '{}': gpu_execution_accelerator '{other}' is not supported by nereid's onnxruntime backend (supported: tensorrt, cuda)",
                     config.name
                 )));
             }
@@ -496,13 +497,46 @@ fn execution_providers(
     if !available(ep::CUDA::is_available())? {
         return Err(unavailable(ep::CUDA::NAME));
     }
-    providers.push(
-        ep::CUDA::default()
-            .with_device_id(device)
-            .build()
-            .error_on_failure(),
-    );
+    // TensorRT first; CUDA runs what TensorRT does not take.
+    let providers = tensorrt
+        .map(|trt| trt.build().error_on_failure())
+        .into_iter()
+        .chain([cuda.build().error_on_failure()])
+        .collect();
     Ok(providers)
+}
+
+/// A TensorRT execution provider option from one of Triton's
+/// `gpu_execution_accelerator` parameters: `precision_mode` (FP32, FP16,
+/// BF16, INT8), `max_workspace_size_bytes`, the `int8_*` calibration keys,
+/// and every `trt_*` key as ONNX Runtime names it.
+fn tensorrt_option(model: &str, key: &str, value: &str) -> Result<(String, String)> {
+    let option = match key {
+        "precision_mode" => match value.to_ascii_uppercase().as_str() {
+            "FP32" => return Ok(("trt_fp16_enable".into(), "0".into())),
+            "FP16" => "trt_fp16_enable",
+            "BF16" => "trt_bf16_enable",
+            "INT8" => "trt_int8_enable",
+            _ => {
+                return Err(Error::invalid_arg(format!(
+                    "model '{model}': tensorrt precision_mode must be FP32, FP16, BF16 or INT8, found '{value}'"
+                )));
+            }
+        },
+        "max_workspace_size_bytes" => {
+            return Ok(("trt_max_workspace_size".into(), value.into()));
+        }
+        "int8_calibration_table_name" | "int8_use_native_calibration_table" => {
+            return Ok((format!("trt_{key}"), value.into()));
+        }
+        _ if key.starts_with("trt_") => return Ok((key.into(), value.into())),
+        _ => {
+            return Err(Error::invalid_arg(format!(
+                "model '{model}': unknown tensorrt parameter '{key}' (precision_mode, max_workspace_size_bytes, int8_calibration_table_name, int8_use_native_calibration_table or a trt_* option)"
+            )));
+        }
+    };
+    Ok((option.into(), "1".into()))
 }
 
 /// Opens the model file in a session with the configuration's options.
@@ -1349,6 +1383,39 @@ mod tests {
         let scalar = tensor("s", DataType::Fp32, &[]);
         assert!(check_tensor("m", "input", &scalar, fp32, &[1], 0).is_ok());
         assert!(check_tensor("m", "input", &scalar, fp32, &[2], 0).is_err());
+    }
+
+    #[test]
+    fn tensorrt_options_map_tritons_names() {
+        let opt = |k: &str, v: &str| tensorrt_option("m", k, v);
+        assert_eq!(
+            opt("precision_mode", "fp16").unwrap(),
+            ("trt_fp16_enable".into(), "1".into())
+        );
+        assert_eq!(opt("precision_mode", "INT8").unwrap().0, "trt_int8_enable");
+        assert_eq!(
+            opt("precision_mode", "FP32").unwrap(),
+            ("trt_fp16_enable".into(), "0".into())
+        );
+        assert!(opt("precision_mode", "FP8").is_err());
+        assert_eq!(
+            opt("max_workspace_size_bytes", "1073741824").unwrap(),
+            ("trt_max_workspace_size".into(), "1073741824".into())
+        );
+        assert_eq!(
+            opt("int8_calibration_table_name", "t").unwrap().0,
+            "trt_int8_calibration_table_name"
+        );
+        assert_eq!(
+            opt("trt_engine_cache_enable", "1").unwrap().0,
+            "trt_engine_cache_enable"
+        );
+        assert!(
+            opt("engine_cache", "1")
+                .unwrap_err()
+                .message()
+                .contains("'engine_cache'")
+        );
     }
 
     #[test]
