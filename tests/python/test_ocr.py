@@ -153,6 +153,18 @@ def test_each_step_is_a_model_of_its_own(url, images):
     assert min(det_input.shape[2:]) == 736
 
 
+@pytest.mark.parametrize(
+    "mode, size, fmt",
+    [("RGB", (300, 120), "PNG"), ("L", (5, 3), "JPEG"), ("L", (3000, 40), "PNG"), ("RGBA", (40, 900), "PNG")],
+)
+def test_an_image_without_text_reads_no_line(url, grpc_url, mode, size, fmt):
+    blank = io.BytesIO()
+    Image.new(mode, size, "white").save(blank, fmt)
+    for infer, target in ((ocr_http, url), (ocr_grpc, grpc_url)):
+        texts, boxes, scores = infer(target, blank.getvalue())
+        assert texts.shape == (0,) and boxes.shape == (0, 4, 2) and scores.shape == (0,)
+
+
 def test_bad_images_are_refused_clearly(url):
     client = httpclient.InferenceServerClient(url)
     inp = httpclient.InferInput("IMAGE", [1], "BYTES")

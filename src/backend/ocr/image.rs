@@ -154,7 +154,8 @@ fn apply_alpha(bgr: &mut [u8], alpha: &[u8], gray: bool) {
 }
 
 fn decode_jpeg(bytes: &[u8]) -> Result<Image> {
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::BGR);
+    // Every JPEG colorspace (gray included) maps to RGB; not all map to BGR.
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     let bad = |e: zune_jpeg::errors::DecodeErrors| Error::invalid_arg(format!("JPEG image: {e}"));
     decoder.decode_headers().map_err(bad)?;
@@ -163,12 +164,15 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Image> {
         .ok_or_else(|| Error::invalid_arg("JPEG image: no frame header"))?;
     let (width, height) = (usize::from(info.width), usize::from(info.height));
     check_size(width, height)?;
-    let data = decoder.decode().map_err(bad)?;
+    let mut data = decoder.decode().map_err(bad)?;
     if data.len() != width * height * 3 {
         return Err(Error::invalid_arg(format!(
-            "JPEG image: decoded {} bytes for {width}x{height} BGR",
+            "JPEG image: decoded {} bytes for {width}x{height} RGB",
             data.len()
         )));
+    }
+    for px in data.chunks_exact_mut(3) {
+        px.swap(0, 2);
     }
     Ok(Image {
         width,

@@ -8,10 +8,10 @@
 //! | `ocr_decode_image`    | `IMAGE_BYTES` BYTES [1] (PNG or JPEG) → `IMAGE` UINT8 [h,w,3] (BGR) |
 //! | `ocr_det_preprocess`  | `IMAGE` → `DET_INPUT` FP32 [1,3,H,W], `DET_IMAGE` UINT8 [h',w',3] (the image boxes refer to), `TRANSFORM` FP32 [6] |
 //! | `ocr_det_postprocess` | `DET_PROB` FP32 [1,1,H,W], `DET_IMAGE` → `BOXES` FP32 [n,4,2] |
-//! | `ocr_crop`            | `DET_IMAGE`, `BOXES` → `CROPS` UINT8 [n,hmax,wmax,3], `CROP_SIZES` INT32 [n,2] |
+//! | `ocr_crop`            | `DET_IMAGE`, `BOXES` → `CROPS` UINT8 [n,hmax,wmax,3], `CROP_SIZES` INT32 [n,2] (one 1x1 stand-in crop when there are no boxes, so the networks never get an empty batch) |
 //! | `ocr_cls_preprocess`  | `CROPS`, `CROP_SIZES` → `CLS_INPUT` FP32 [n,3,48,192] |
 //! | `ocr_rec_preprocess`  | `CROPS`, `CROP_SIZES`, `CLS_PROB` FP32 [n,2] → `REC_INPUT` FP32 [n,3,48,W] |
-//! | `ocr_rec_postprocess` | `REC_PROB` FP32 [n,T,C], `BOXES`, `TRANSFORM` → `TEXT` BYTES [m], `TEXT_BOXES` FP32 [m,4,2], `TEXT_SCORES` FP32 [m] |
+//! | `ocr_rec_postprocess` | `REC_PROB` FP32 [max(n,1),T,C], `BOXES`, `TRANSFORM` → `TEXT` BYTES [m], `TEXT_BOXES` FP32 [m,4,2], `TEXT_SCORES` FP32 [m] |
 //!
 //! Tensor names are fixed; a configuration must declare exactly these
 //! inputs and outputs (dims as in `model_repository/ocr_*`). Thresholds
@@ -387,10 +387,21 @@ fn det_postprocess(s: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor
 
 fn crop(_: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
     let img = image_view(request.input("DET_IMAGE")?)?;
-    let cut = boxes(request.input("BOXES")?)?
+    let mut cut = boxes(request.input("BOXES")?)?
         .iter()
         .map(|b| recognize::crop(img, b))
         .collect::<Result<Vec<_>>>()?;
+    if cut.is_empty() {
+        // An ensemble is a fixed graph: the classifier and the recognizer
+        // run whatever was found, and they fail on an empty batch. One
+        // black pixel stands in; ocr_rec_postprocess reads only as many
+        // lines as there are boxes.
+        cut.push(Image {
+            width: 1,
+            height: 1,
+            data: vec![0; 3],
+        });
+    }
     let packed = recognize::pack(&cut);
     let sizes: Vec<u8> = packed
         .sizes
@@ -443,15 +454,17 @@ fn rec_postprocess(s: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor
         .expect("ocr_rec_postprocess instances load their alphabet");
     let found = boxes(request.input("BOXES")?)?;
     let probs = request.input("REC_PROB")?;
-    expect_shape(probs, &[Some(found.len()), None, Some(alphabet.len())])?;
+    // ocr_crop sends one stand-in crop when there are no boxes.
+    let rows = found.len().max(1);
+    expect_shape(probs, &[Some(rows), None, Some(alphabet.len())])?;
     let transform = request.input("TRANSFORM")?;
     expect_shape(transform, &[Some(6)])?;
     let t = floats(transform);
     let transform = Transform::from_array([t[0], t[1], t[2], t[3], t[4], t[5]]);
     let probs = floats(probs);
-    let per_line = probs.len() / found.len().max(1);
+    let per_line = (probs.len() / rows).max(1);
     let (mut text, mut kept, mut scores) = (Vec::new(), Vec::new(), Vec::new());
-    for (b, line) in found.iter().zip(probs.chunks(per_line.max(1))) {
+    for (b, line) in found.iter().zip(probs.chunks(per_line)) {
         let (s_text, score) = alphabet.decode(line);
         if score >= s.text_score {
             push_bytes_element(&mut text, s_text.as_bytes());
@@ -553,6 +566,25 @@ mod tests {
                 .contains("input 'CLS_PROB': expected shape [1,2]"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn no_boxes_still_feed_the_networks_one_crop_and_read_no_line() {
+        let img = Tensor::new("DET_IMAGE", U8, vec![4, 4, 3], Bytes::from(vec![9u8; 48])).unwrap();
+        let none = float_tensor("BOXES", vec![0, 4, 2], &[]);
+        let out = run("ocr_crop", vec![img, none.clone()], &settings()).unwrap();
+        assert_eq!(out[0].shape, vec![1, 1, 1, 3]);
+        let probs = float_tensor("REC_PROB", vec![1, 1, 4], &[0.1, 0.9, 0.0, 0.0]);
+        let transform = float_tensor("TRANSFORM", vec![6], &[1.0, 1.0, 0.0, 0.0, 4.0, 4.0]);
+        let read = run(
+            "ocr_rec_postprocess",
+            vec![probs, none, transform],
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(read[0].shape, vec![0]);
+        assert_eq!(read[1].shape, vec![0, 4, 2]);
+        assert_eq!(read[2].shape, vec![0]);
     }
 
     #[test]
