@@ -353,31 +353,15 @@ fn in_convex(quad: &[Point; 4], q: Point) -> bool {
 /// Mean probability inside the box, with the box's corners truncated to
 /// whole pixels as rapidocr's polygon fill does.
 fn box_score(prob: &[f32], width: usize, height: usize, corners: &[Point; 4]) -> f32 {
-    let clip = |v: f64, hi: usize| (v as i64).clamp(0, hi as i64 - 1) as usize;
-    let xmin = clip(
-        corners
-            .iter()
-            .map(|p| p[0])
-            .fold(f64::MAX, f64::min)
-            .floor(),
-        width,
-    );
-    let xmax = clip(
-        corners.iter().map(|p| p[0]).fold(f64::MIN, f64::max).ceil(),
-        width,
-    );
-    let ymin = clip(
-        corners
-            .iter()
-            .map(|p| p[1])
-            .fold(f64::MAX, f64::min)
-            .floor(),
-        height,
-    );
-    let ymax = clip(
-        corners.iter().map(|p| p[1]).fold(f64::MIN, f64::max).ceil(),
-        height,
-    );
+    // The corners' pixel span along one axis, clipped to the map.
+    let span = |axis: usize, size: usize| {
+        let clip = |v: f64| (v as i64).clamp(0, size as i64 - 1) as usize;
+        let lo = corners.iter().map(|p| p[axis]).fold(f64::MAX, f64::min);
+        let hi = corners.iter().map(|p| p[axis]).fold(f64::MIN, f64::max);
+        (clip(lo.floor()), clip(hi.ceil()))
+    };
+    let (xmin, xmax) = span(0, width);
+    let (ymin, ymax) = span(1, height);
     let quad = corners.map(|p| [(p[0] - xmin as f64).trunc(), (p[1] - ymin as f64).trunc()]);
     let (mut sum, mut count) = (0f64, 0usize);
     for y in ymin..=ymax {
