@@ -392,8 +392,8 @@ fn parse_bool_parameter(config: &ModelConfig, key: &str) -> Result<Option<bool>>
 }
 
 /// Session options from the configuration: threads (unless the sessions
-/// share the global pool, as in Triton), execution mode, memory pattern and
-/// graph optimization level.
+/// share the global pool, as in Triton), execution mode, memory pattern,
+/// `session.*` configuration entries and graph optimization level.
 fn configure(
     config: &ModelConfig,
     shared_pool: bool,
@@ -421,6 +421,19 @@ fn configure(
     }
     if let Some(enable) = parse_bool_parameter(config, "enable_mem_pattern")? {
         builder = builder.with_memory_pattern(enable).map_err(fail)?;
+    }
+    // ONNX Runtime's session configuration keys pass through by name, as
+    // Triton passes `session.use_device_allocator_for_initializers`.
+    for (key, value) in config
+        .parameters
+        .iter()
+        .filter(|(k, _)| k.starts_with("session."))
+    {
+        builder = builder
+            .with_config_entry(key, &value.string_value)
+            .map_err(|e| {
+                Error::invalid_arg(format!("model '{}': parameter '{key}': {e}", config.name))
+            })?;
     }
     // Triton's levels: -1 basic, 1 extended, 2 none, anything else all.
     let level = match config.optimization.as_ref().and_then(|o| o.graph.as_ref()) {
@@ -881,6 +894,9 @@ struct OnnxInstance {
     session: Session,
     inputs: Vec<InputPlan>,
     outputs: Vec<OutputPlan>,
+    /// The `memory.*` parameters: ONNX Runtime run configuration entries
+    /// (`memory.enable_memory_arena_shrinkage`), set on every run.
+    run_entries: Vec<(String, String)>,
 }
 
 impl OnnxInstance {
@@ -940,10 +956,17 @@ impl OnnxInstance {
                 batched: mbs > 0,
             });
         }
+        let run_entries = config
+            .parameters
+            .iter()
+            .filter(|(k, _)| k.starts_with("memory."))
+            .map(|(k, v)| (k.clone(), v.string_value.clone()))
+            .collect();
         Ok(OnnxInstance {
             session,
             inputs,
             outputs,
+            run_entries,
         })
     }
 }
@@ -966,9 +989,14 @@ impl ModelInstance for OnnxInstance {
         for name in request.outputs {
             selector = selector.with(name.as_str());
         }
-        let options = RunOptions::new()
-            .map_err(|e| ort_error("cannot create ONNX Runtime run options", e))?
-            .with_outputs(selector);
+        let mut options = RunOptions::new()
+            .map_err(|e| ort_error("cannot create ONNX Runtime run options", e))?;
+        for (key, value) in &self.run_entries {
+            options
+                .set(key, value)
+                .map_err(|e| Error::invalid_arg(format!("model parameter '{key}': {e}")))?;
+        }
+        let options = options.with_outputs(selector);
         let mut produced = self
             .session
             .run_with_options(feeds, &options)
@@ -1512,6 +1540,18 @@ mod tests {
             name: "complete".into(),
             ..ModelConfig::default()
         };
+        for (key, value) in [
+            ("intra_op_thread_count", "1"),
+            ("execution_mode", "1"),
+            ("enable_mem_pattern", "false"),
+            ("session.intra_op.allow_spinning", "0"),
+            ("memory.enable_memory_arena_shrinkage", "cpu:0"),
+        ] {
+            let value = crate::core::proto::ModelParameter {
+                string_value: value.into(),
+            };
+            config.parameters.insert(key.into(), value);
+        }
         backend.auto_complete(&mut config, &dir).unwrap();
         assert_eq!(config.max_batch_size, DEFAULT_MAX_BATCH_SIZE);
         assert_eq!(config.input[0].name, "INPUT0");
@@ -1614,6 +1654,39 @@ mod tests {
                 )
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let Some(backend) = library_or_skip("bad_parameters_are_refused") else {
+            return;
+        };
+        let dir = model_dir("params", DataType::Fp32, &[2]);
+        for (key, value, says) in [
+            ("intra_op_thread_count", "many", "a thread count"),
+            ("execution_mode", "3", "0 (sequential) or 1 (parallel)"),
+            ("enable_mem_pattern", "maybe", "true or false"),
+            (
+                "session.no_such_entry_has_a_nul",
+                "a\0b",
+                "session.no_such_entry_has_a_nul",
+            ),
+        ] {
+            let mut config = ModelConfig {
+                name: "params".into(),
+                ..ModelConfig::default()
+            };
+            backend.auto_complete(&mut config, &dir).unwrap();
+            let value = crate::core::proto::ModelParameter {
+                string_value: value.into(),
+            };
+            config.parameters.insert(key.into(), value);
+            let e = backend
+                .create_instance(&context(&dir, config), 0)
+                .err()
+                .unwrap();
+            assert!(e.message().contains(says), "{key}: {}", e.message());
+        }
     }
 
     #[test]

@@ -14,7 +14,6 @@ downloads nothing).
 
 import concurrent.futures
 import subprocess
-import tempfile
 from pathlib import Path
 
 import ml_dtypes
@@ -183,8 +182,8 @@ def library() -> str:
 
 
 @pytest.fixture(scope="module")
-def repository():
-    root = Path(tempfile.mkdtemp(prefix="nereid-onnx-"))
+def repository(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx-repository")
     build_repository(root)
     return root
 
