@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::core::proto::ModelConfig;
+use crate::core::proto::inference::model_instance_group::Kind as GroupKind;
 use crate::core::{CancelFlag, Error, Result, Tensor};
 
 /// What a backend knows about the model version it serves.
@@ -34,6 +35,65 @@ pub struct ModelContext {
     pub version_path: PathBuf,
     /// The validated, completed configuration.
     pub config: Arc<ModelConfig>,
+}
+
+/// Where one instance runs, as its instance group placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `<group name>_<n>`.
+    pub name: String,
+    /// KIND_CPU, KIND_GPU or KIND_MODEL (AUTO is resolved at load).
+    pub kind: GroupKind,
+    /// The GPU of a KIND_GPU instance.
+    pub device: Option<i32>,
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.kind, self.device) {
+            (GroupKind::Gpu, Some(device)) => write!(f, "{} (GPU device {device})", self.name),
+            (GroupKind::Model, _) => write!(f, "{} (device chosen by the model)", self.name),
+            _ => write!(f, "{} (CPU)", self.name),
+        }
+    }
+}
+
+/// Every instance a configuration asks for, in group order: `count` per
+/// group, per listed GPU for KIND_GPU; one CPU instance when no group is
+/// configured.
+pub fn placements(config: &ModelConfig) -> Vec<Placement> {
+    let mut all = Vec::new();
+    for group in &config.instance_group {
+        let kind = GroupKind::try_from(group.kind).unwrap_or(GroupKind::Cpu);
+        let devices: Vec<Option<i32>> = if kind == GroupKind::Gpu && !group.gpus.is_empty() {
+            group.gpus.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut n = 0;
+        for device in devices {
+            for _ in 0..group.count.max(1) {
+                all.push(Placement {
+                    name: format!("{}_{n}", group.name),
+                    kind: if kind == GroupKind::Auto {
+                        GroupKind::Cpu
+                    } else {
+                        kind
+                    },
+                    device,
+                });
+                n += 1;
+            }
+        }
+    }
+    if all.is_empty() {
+        all.push(Placement {
+            name: format!("{}_0", config.name),
+            kind: GroupKind::Cpu,
+            device: None,
+        });
+    }
+    all
 }
 
 /// One execution: inputs already validated against the configuration

@@ -40,7 +40,7 @@
 //! buffers. BOOL and BYTES (ONNX strings) are converted element by element.
 //!
 //! Calls `core` and, for which group an instance index belongs to,
-//! `scheduler::placements` (a function of the configuration alone).
+//! [`super::placements`] (a function of the configuration alone).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -871,7 +871,7 @@ impl Backend for OnnxRuntime {
     fn create_instance(&self, ctx: &ModelContext, index: usize) -> Result<Box<dyn ModelInstance>> {
         let rt = runtime(&self.options)?;
         let config = &ctx.config;
-        let placement = crate::scheduler::placements(config)
+        let placement = super::placements(config)
             .into_iter()
             .nth(index)
             .ok_or_else(|| {
