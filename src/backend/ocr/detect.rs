@@ -14,6 +14,7 @@
 //! the box score threshold.
 
 use super::image::{self, Image, View};
+use crate::core::{Error, Result};
 
 /// What detection preprocessing did to the image, so boxes can be mapped
 /// back to the client's pixels.
@@ -138,8 +139,19 @@ pub struct DetInput {
 /// rapidocr does: outer side limits, letterbox for very flat images, then
 /// the shorter side scaled up to `limit_side_len`, both sides rounded to
 /// multiples of 32, and `(v / 255 - 0.5) / 0.5` per channel in CHW order.
-pub fn preprocess(src: View<'_>, p: &DetParams) -> DetInput {
+///
+/// Fails, before allocating, when an extreme aspect ratio would make an
+/// intermediate image larger than `MAX_WORK_PIXELS`.
+pub fn preprocess(src: View<'_>, p: &DetParams) -> Result<DetInput> {
     let (raw_h, raw_w) = (src.height, src.width);
+    let fits = |h: usize, w: usize| {
+        if h.saturating_mul(w) > MAX_WORK_PIXELS {
+            return Err(Error::invalid_arg(format!(
+                "image of {raw_w}x{raw_h} pixels: detection would work on {w}x{h} pixels, more than {MAX_WORK_PIXELS}; its aspect ratio is too extreme"
+            )));
+        }
+        Ok(())
+    };
     let mut transform = Transform {
         ratio_h: 1.0,
         ratio_w: 1.0,
@@ -152,27 +164,30 @@ pub fn preprocess(src: View<'_>, p: &DetParams) -> DetInput {
         let cur = working.as_ref().map_or(src, Image::view);
         let (h, w) = scaled_32(cur.height, cur.width, ratio);
         let (h, w) = (h.max(32), w.max(32));
+        fits(h, w)?;
         transform.ratio_h = (cur.height as f64 / h as f64) as f32;
         transform.ratio_w = (cur.width as f64 / w as f64) as f32;
         *working = Some(image::resize(cur, w, h));
+        Ok::<(), Error>(())
     };
     if raw_h.max(raw_w) > p.max_side_len {
         rescale(
             &mut working,
             p.max_side_len as f64 / raw_h.max(raw_w) as f64,
-        );
+        )?;
     }
     let (h, w) = working
         .as_ref()
         .map_or((raw_h, raw_w), |i| (i.height, i.width));
     if h.min(w) < p.min_side_len {
-        rescale(&mut working, p.min_side_len as f64 / h.min(w) as f64);
+        rescale(&mut working, p.min_side_len as f64 / h.min(w) as f64)?;
     }
     let cur = working.as_ref().map_or(src, Image::view);
     let (h, w) = (cur.height, cur.width);
     if h <= p.min_height || w as f64 / h as f64 > p.width_height_ratio {
         let new_h = ((w as f64 / p.width_height_ratio) as usize).max(p.min_height) * 2;
         let pad = new_h.abs_diff(h) / 2;
+        fits(h + 2 * pad, w)?;
         transform.pad_top = pad as f32;
         working = Some(image::pad_vertical(cur, pad));
     }
@@ -185,17 +200,25 @@ pub fn preprocess(src: View<'_>, p: &DetParams) -> DetInput {
     };
     let (height, width) = scaled_32(h, w, ratio);
     let (height, width) = (height.max(32), width.max(32));
+    fits(height, width)?;
     let resized = image::resize(cur, width, height);
     let mut tensor = vec![0u8; 3 * height * width * 4];
     image::normalize_chw(resized.view(), &mut tensor, width);
-    DetInput {
+    Ok(DetInput {
         tensor,
         height,
         width,
         working,
         transform,
-    }
+    })
 }
+
+/// The most pixels detection preprocessing works on (or feeds the
+/// network): 24 megapixels, twice what the side limits let an ordinary
+/// image reach (a 2000x100 strip becomes 14720x736), so only pathological
+/// aspect ratios (a 2000x1 strip would be letterboxed to 60000x15000) are
+/// refused.
+const MAX_WORK_PIXELS: usize = 24 << 20;
 
 /// A point with float coordinates.
 type Point = [f64; 2];
@@ -692,7 +715,7 @@ mod tests {
             height: 100,
             data: vec![255; 200 * 100 * 3],
         };
-        let input = preprocess(img.view(), &DetParams::default());
+        let input = preprocess(img.view(), &DetParams::default()).unwrap();
         assert_eq!((input.height, input.width), (736, 1472));
         assert!(input.working.is_none());
         assert!(
@@ -707,10 +730,20 @@ mod tests {
             height: 40,
             data: vec![0; 400 * 40 * 3],
         };
-        let input = preprocess(strip.view(), &DetParams::default());
+        let input = preprocess(strip.view(), &DetParams::default()).unwrap();
         let working = input.working.unwrap();
         assert_eq!((working.width, working.height), (400, 100));
         assert_eq!(input.transform.pad_top, 30.0);
         assert_eq!(input.transform.to_original([10.0, 50.0]), [10.0, 20.0]);
+        let line = Image {
+            width: 2000,
+            height: 1,
+            data: vec![0; 2000 * 3],
+        };
+        let err = preprocess(line.view(), &DetParams::default()).unwrap_err();
+        assert!(
+            err.message().contains("aspect ratio is too extreme"),
+            "{err:?}"
+        );
     }
 }

@@ -357,7 +357,7 @@ fn decode_image(_: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> 
 fn det_preprocess(s: &Settings, request: &ExecRequest<'_>) -> Result<Vec<Tensor>> {
     let input = request.input("IMAGE")?;
     let src = image_view(input)?;
-    let prepared = detect::preprocess(src, &s.det);
+    let prepared = detect::preprocess(src, &s.det)?;
     let det_image = match prepared.working {
         Some(img) => image_tensor("DET_IMAGE", img),
         None => Tensor {

@@ -17,15 +17,28 @@ pub const LINE_HEIGHT: usize = 48;
 pub const CLS_WIDTH: usize = 192;
 /// The recognizer's narrowest input width.
 const REC_MIN_WIDTH: usize = 320;
+/// The recognizer's widest input: 256 times the line height, far beyond a
+/// real line of text, so a crop of one pixel's height cannot make the
+/// input tensor gigabytes wide; wider crops are squeezed to it.
+const REC_MAX_WIDTH: usize = 256 * LINE_HEIGHT;
 
 fn distance(a: [f32; 2], b: [f32; 2]) -> f64 {
     (f64::from(a[0] - b[0]).powi(2) + f64::from(a[1] - b[1]).powi(2)).sqrt()
 }
 
-/// Cuts box `quad` (corners clockwise from top-left) out of `src` as an
-/// upright rectangle, turned a quarter counter-clockwise when it stands
-/// 1.5 times taller than wide.
+/// Cuts box `quad` (corners clockwise from top-left, inside the image)
+/// out of `src` as an upright rectangle, turned a quarter counter-clockwise
+/// when it stands 1.5 times taller than wide.
 pub fn crop(src: View<'_>, quad: &[[f32; 2]; 4]) -> Result<Image> {
+    let inside = |p: &[f32; 2]| {
+        (0.0..=src.width as f32).contains(&p[0]) && (0.0..=src.height as f32).contains(&p[1])
+    };
+    if !quad.iter().all(inside) {
+        return Err(Error::invalid_arg(format!(
+            "box {quad:?} reaches outside the {}x{} image",
+            src.width, src.height
+        )));
+    }
     let width = distance(quad[0], quad[1]).max(distance(quad[2], quad[3])) as usize;
     let height = distance(quad[0], quad[3]).max(distance(quad[1], quad[2])) as usize;
     if width == 0 || height == 0 {
@@ -145,13 +158,13 @@ pub fn apply_direction(crops: &mut [Image], probs: &[f32], thresh: f32) {
 
 /// The recognizer's input, `[n, 3, 48, width]` floats as little-endian
 /// bytes, and its width: wide enough for the widest crop's aspect ratio,
-/// at least 320.
+/// at least 320 and at most `REC_MAX_WIDTH`.
 pub fn rec_input(crops: &[Image]) -> (Vec<u8>, usize) {
     let max_ratio = crops
         .iter()
         .map(|c| c.width as f64 / c.height as f64)
         .fold(REC_MIN_WIDTH as f64 / LINE_HEIGHT as f64, f64::max);
-    let width = (LINE_HEIGHT as f64 * max_ratio) as usize;
+    let width = ((LINE_HEIGHT as f64 * max_ratio) as usize).min(REC_MAX_WIDTH);
     let per = 3 * LINE_HEIGHT * width * 4;
     let mut out = vec![0u8; crops.len() * per];
     for (c, slot) in crops.iter().zip(out.chunks_exact_mut(per)) {
@@ -252,6 +265,9 @@ mod tests {
         assert_eq!((tall.width, tall.height), (20, 5));
         let err = crop(src.view(), &[[5.0, 5.0]; 4]).unwrap_err();
         assert!(err.message().contains("nothing to crop"), "{err:?}");
+        let far = [[0.0, 0.0], [1e9, 0.0], [1e9, 5.0], [0.0, f32::NAN]];
+        let err = crop(src.view(), &far).unwrap_err();
+        assert!(err.message().contains("outside the 40x30 image"), "{err:?}");
     }
 
     #[test]
@@ -282,6 +298,8 @@ mod tests {
         assert_eq!(at(&cls, 3 * plane + CLS_WIDTH - 1), -1.0);
         let (rec, width) = rec_input(&crops);
         assert_eq!(width, 960);
+        let (_, squeezed) = rec_input(&[solid(100_000, 1, 0)]);
+        assert_eq!(squeezed, REC_MAX_WIDTH);
         assert_eq!(rec.len(), 2 * 3 * LINE_HEIGHT * 960 * 4);
         assert_eq!(at(&rec, 95), 1.0);
         assert_eq!(at(&rec, 96), 0.0);
