@@ -177,3 +177,10 @@ def test_bad_images_are_refused_clearly(url):
     with pytest.raises(InferenceServerException) as err:
         client.infer("ocr", [inp])
     assert "PNG image" in str(err.value)
+    hair = io.BytesIO()
+    Image.new("RGB", (2000, 1), "white").save(hair, "PNG")
+    inp.set_data_from_numpy(np.array([hair.getvalue()], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("ocr", [inp])
+    assert "aspect ratio is too extreme" in str(err.value)
+    assert client.is_model_ready("ocr")
