@@ -143,8 +143,10 @@ def repo(tmp_path_factory):
 
 def start(repo, *models):
     args = ["--model-control-mode=explicit", *(f"--load-model={m}" for m in models)]
+    # Endpoints come up before the startup models load: with models to
+    # load, wait until they are ready (strict readiness), not just live.
     return NereidServer(args, repository=repo, name="nereid-ensemble").start(
-        ready_path="/v2/health/live"
+        ready_path="/v2/health/ready" if models else "/v2/health/live"
     )
 
 
