@@ -36,11 +36,7 @@ declare -A targets=(
 )
 
 if [[ ! -e "$cache/keys.txt" ]]; then
-	if [[ -z "${PYTHON:-}" ]]; then
-		PYTHON=python3
-		[[ -x "$NEREID_ROOT/target/pyenv/bin/python" ]] && PYTHON="$NEREID_ROOT/target/pyenv/bin/python"
-	fi
-	"$PYTHON" -m pip --version >/dev/null 2>&1 || die "$PYTHON has no pip (Debian: apt-get install python3-pip)"
+	pip_python
 	tmp="$(mktemp -d)"
 	trap 'rm -rf "$tmp"' EXIT
 	echo "downloading rapidocr-onnxruntime==$VERSION from PyPI" >&2
