@@ -59,6 +59,18 @@ pip_python() {
 	"$PYTHON" -m pip --version >/dev/null 2>&1 || die "$PYTHON has no pip (Debian: apt-get install python3-pip)"
 }
 
+# release_binary: sets BIN to $NEREID_BIN when set, else builds and picks
+# the release binary (for the benchmark scripts).
+release_binary() {
+	if [[ -n "${NEREID_BIN:-}" ]]; then
+		BIN="$NEREID_BIN"
+	else
+		step "cargo build --release"
+		cargo build --release --locked --bin nereid
+		BIN="$NEREID_ROOT/target/release/nereid"
+	fi
+}
+
 # start_nereid BIN LOG ARGS...: starts nereid on free loopback HTTP and gRPC
 # ports (and a free metrics port), waits up to NEREID_READY_TIMEOUT seconds
 # (default 60) for /v2/health/ready, and sets NEREID_PID, NEREID_ADDR (HTTP)

@@ -50,13 +50,7 @@ PATH="$PATH:/usr/sbin"
 need_debian_tool nginx nginx-light
 need_debian_tool h2load nghttp2-client
 
-if [[ -n "${NEREID_BIN:-}" ]]; then
-	BIN="$NEREID_BIN"
-else
-	step "cargo build --release"
-	cargo build --release --locked --bin nereid
-	BIN="$NEREID_ROOT/target/release/nereid"
-fi
+release_binary
 
 step "start nereid ($LOOPS event loops)"
 start_nereid "$BIN" "$OUT/nereid.log" --model-repository "$NEREID_ROOT/model_repository" \

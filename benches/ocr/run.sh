@@ -29,13 +29,7 @@ ensure_pyenv
 PYTHON="$PY" bash scripts/fetch-onnxruntime.sh >/dev/null || die "fetching ONNX Runtime failed"
 PYTHON="$PY" bash scripts/fetch-ocr-models.sh || die "fetching the OCR models failed"
 
-if [[ -n "${NEREID_BIN:-}" ]]; then
-	BIN="$NEREID_BIN"
-else
-	step "cargo build --release"
-	cargo build --release --locked --bin nereid
-	BIN="$NEREID_ROOT/target/release/nereid"
-fi
+release_binary
 
 step "start nereid"
 start_nereid "$BIN" "$OUT/nereid-ocr.log" --model-repository "$NEREID_ROOT/model_repository" \
