@@ -384,10 +384,7 @@ impl EnsembleScheduler {
         let received = Instant::now();
         let shared = &self.shared;
         let checked = if shared.closed.load(Ordering::Acquire) {
-            Err(Error::unavailable(format!(
-                "model '{}' version {} is unloading",
-                shared.plan.name, shared.version
-            )))
+            Err(super::unloading(&shared.plan.name, shared.version))
         } else {
             validate::validate(&shared.config, &request)
         };

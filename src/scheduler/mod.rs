@@ -457,10 +457,7 @@ impl ModelScheduler {
         let mut st = lock(&shared.state);
         if st.closed {
             drop(st);
-            let error = Error::unavailable(format!(
-                "model '{}' version {} is unloading",
-                shared.ctx.name, shared.ctx.version
-            ));
+            let error = unloading(&shared.ctx.name, shared.ctx.version);
             return finish_refused(
                 shared,
                 Refused {
@@ -615,6 +612,12 @@ fn wake(shared: &Shared, st: &mut State, w: Wake) {
     if let Some(i) = index {
         shared.wake[i].notify_one();
     }
+}
+
+/// The error for a request that reaches a version after it began to
+/// unload.
+pub(crate) fn unloading(model: &str, version: i64) -> Error {
+    Error::unavailable(format!("model '{model}' version {version} is unloading"))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
