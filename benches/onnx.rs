@@ -120,6 +120,7 @@ fn overhead(c: &mut Criterion) {
                     outputs: &wanted,
                     parameters: &parameters,
                     cancel: &cancel,
+                    bindings: &nereid::core::NO_BINDINGS,
                 })
                 .expect("runs");
             black_box(out);

@@ -202,6 +202,7 @@ mod tests {
             outputs: &[],
             parameters: &p,
             cancel: &c,
+            bindings: &crate::core::NO_BINDINGS,
         };
         let batch = [req(&a[..]), req(&b[..])];
         assert_eq!(rows(&batch[1]), 2);
@@ -228,6 +229,7 @@ mod tests {
             outputs: &[],
             parameters: &p,
             cancel: &c,
+            bindings: &crate::core::NO_BINDINGS,
         };
         assert!(gather(&[req(&a[..]), req(&b[..])]).is_err());
         let e = scatter(vec![i32s("Y", vec![2, 1], &[1, 2])], &[1, 2]).unwrap_err();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::core::proto::ModelConfig;
 use crate::core::proto::inference::model_instance_group::Kind as GroupKind;
-use crate::core::{CancelFlag, Error, Result, Tensor};
+use crate::core::{Bindings, CancelFlag, Error, NO_BINDINGS, Result, Tensor};
 
 /// What a backend knows about the model version it serves.
 #[derive(Debug, Clone)]
@@ -109,6 +109,9 @@ pub struct ExecRequest<'a> {
     pub parameters: &'a crate::core::Parameters,
     /// Set when the client has gone away; long-running backends poll it.
     pub cancel: &'a CancelFlag,
+    /// Inputs already on a GPU and outputs bound to client memory; only
+    /// backends that take device memory see device inputs.
+    pub bindings: &'a Bindings,
 }
 
 impl ExecRequest<'_> {
@@ -172,6 +175,7 @@ pub trait ModelInstance: Send {
                 outputs: &outputs,
                 parameters: batch[0].parameters,
                 cancel: &cancel,
+                bindings: &NO_BINDINGS,
             })?;
             batch::scatter(produced, &rows)
         });

@@ -1527,6 +1527,7 @@ mod tests {
             outputs: &["OUTPUT0".to_owned()],
             parameters: &crate::core::Parameters::default(),
             cancel,
+            bindings: &crate::core::NO_BINDINGS,
         })
     }
 
@@ -1592,6 +1593,7 @@ mod tests {
             outputs: &outputs,
             parameters: &parameters,
             cancel: &cancel,
+            bindings: &crate::core::NO_BINDINGS,
         };
         let results = instance.execute_batch(&[request(&a), request(&b)]);
         assert_eq!(results[0].as_ref().unwrap()[0].data, a[0].data);

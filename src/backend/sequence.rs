@@ -474,6 +474,7 @@ mod tests {
             outputs: &["OUTPUT".to_owned()],
             parameters: &Parameters::default(),
             cancel: &CancelFlag::default(),
+            bindings: &crate::core::NO_BINDINGS,
         })?;
         Ok(int32s(&out[0]).unwrap())
     }

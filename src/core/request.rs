@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::memory::Bindings;
 use super::tensor::Tensor;
 
 /// A request or response parameter value (KServe v2 `parameters`).
@@ -148,6 +149,8 @@ pub struct InferRequest {
     pub parameters: Parameters,
     /// Set when the client goes away.
     pub cancel: CancelFlag,
+    /// Inputs on a GPU and outputs bound to client shared memory.
+    pub bindings: Bindings,
 }
 
 /// One inference response.

@@ -36,7 +36,7 @@ use super::{Completion, lock, request_rows, validate};
 use crate::core::proto::ModelConfig;
 use crate::core::proto::inference::model_config::SchedulingChoice;
 use crate::core::{
-    CancelFlag, Code, Error, InferRequest, InferResponse, RequestedOutput, Result, Tensor,
+    Bindings, CancelFlag, Code, Error, InferRequest, InferResponse, RequestedOutput, Result, Tensor,
 };
 
 /// How an ensemble reaches its composing models.
@@ -557,6 +557,7 @@ impl Run {
                 .collect(),
             parameters: self.parameters.clone(),
             cancel: self.step_cancels[s].clone(),
+            bindings: Bindings::default(),
         };
         let run = Arc::clone(self);
         self.shared

@@ -546,6 +546,7 @@ impl ModelScheduler {
                     outputs: &outputs,
                     parameters: &sample.parameters,
                     cancel: &sample.cancel,
+                    bindings: &sample.bindings,
                 };
                 let produced = catch_unwind(AssertUnwindSafe(|| instance.execute(&exec)))
                     .map_err(|payload| {
@@ -648,6 +649,7 @@ fn exec_request(job: &Job) -> ExecRequest<'_> {
         outputs: &job.outputs,
         parameters: &job.request.parameters,
         cancel: &job.request.cancel,
+        bindings: &job.request.bindings,
     }
 }
 

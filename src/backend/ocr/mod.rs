@@ -500,6 +500,7 @@ mod tests {
                 outputs: &[],
                 parameters: &params,
                 cancel: &cancel,
+                bindings: &crate::core::NO_BINDINGS,
             },
         )
     }
