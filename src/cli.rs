@@ -140,6 +140,12 @@ pub struct Options {
     pub pinned_memory_pool_byte_size: u64,
     /// `--cuda-memory-pool-byte-size <gpu>:<bytes>`, in order given.
     pub cuda_memory_pool_byte_size: Vec<(u32, u64)>,
+    /// `--memory-pool-exhaustion`: what a request does when the pinned or
+    /// CUDA pool is full (`fallback`, `warn` or `fail`).
+    pub memory_pool_exhaustion: String,
+    /// `--allow-client-shm`: clients may register system and CUDA shared
+    /// memory regions (off by default, as in Triton).
+    pub allow_client_shm: bool,
     /// `--min-supported-compute-capability`.
     pub min_supported_compute_capability: f64,
     /// `--onnxruntime-library` (or `--backend-config=onnxruntime,library-path=...`):
@@ -208,6 +214,8 @@ impl Default for Options {
             rate_limit: "off".to_owned(),
             pinned_memory_pool_byte_size: DEFAULT_PINNED_POOL_BYTES,
             cuda_memory_pool_byte_size: Vec::new(),
+            memory_pool_exhaustion: "warn".to_owned(),
+            allow_client_shm: false,
             min_supported_compute_capability: 6.0,
             onnxruntime_library: String::new(),
             default_max_batch_size: 4,
@@ -451,6 +459,16 @@ where
                     }
                 }
             }
+            "memory-pool-exhaustion" => {
+                let v = args_left.value()?;
+                if !matches!(v.as_str(), "fallback" | "warn" | "fail") {
+                    return Err(CliError(format!(
+                        "invalid value '{v}' for --memory-pool-exhaustion: expected fallback, warn or fail"
+                    )));
+                }
+                o.memory_pool_exhaustion = v;
+            }
+            "allow-client-shm" => o.allow_client_shm = args_left.flag()?,
             "min-supported-compute-capability" => {
                 o.min_supported_compute_capability =
                     args_left.number("a compute capability such as 6.0")?;
@@ -935,6 +953,9 @@ pub fn usage() -> String {
          Memory:\n\
          \x20 --pinned-memory-pool-byte-size <n>            [{pinned}]\n\
          \x20 --cuda-memory-pool-byte-size <gpu>:<bytes>    (repeatable) [0:{cuda}]\n\
+         \x20 --memory-pool-exhaustion <fallback|warn|fail> when a pool is full: allocate\n\
+         \x20                                  outside it, the same with a warning, or fail [warn]\n\
+         \x20 --allow-client-shm <bool>        clients may register shared memory [false]\n\
          \x20 --min-supported-compute-capability <cc>       [6.0]\n\
          \x20 --rate-limit <off|execution_count>            [off]\n\
          \n\

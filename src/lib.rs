@@ -5,13 +5,16 @@
 //! `server` (the handle front ends call), `repository` (model repository and
 //! lifecycle), `scheduler` (instance threads and queues), `backend` (model
 //! implementations), `core` (shared types). `metrics` serves Prometheus
-//! metrics from the server's statistics, beside the protocols.
+//! metrics from the server's statistics, beside the protocols. `gpu` (CUDA,
+//! loaded at run time) and `shm` (client shared memory) are the only
+//! modules with unsafe code.
 
 pub mod backend;
 pub mod cli;
 pub mod core;
 #[cfg(fuzzing)]
 pub mod fuzz_api;
+pub mod gpu;
 pub mod logging;
 pub mod metrics;
 pub mod net;
@@ -19,3 +22,4 @@ pub mod protocol;
 pub mod repository;
 pub mod scheduler;
 pub mod server;
+pub mod shm;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nereid::backend::onnx::{OnnxOptions, ThreadCounts};
 use nereid::cli::{self, Command, ModelControlMode, Options};
+use nereid::gpu::{Exhaustion, PoolOptions};
 use nereid::logging;
 use nereid::metrics::MetricsEndpoint;
 use nereid::net::{GrpcServer, HttpServer, HttpService};
@@ -84,6 +85,12 @@ fn server_options(options: &Options) -> ServerOptions {
                     intra_op: options.onnxruntime_thread_counts.0,
                     inter_op: options.onnxruntime_thread_counts.1,
                 }),
+        },
+        allow_client_shm: options.allow_client_shm,
+        pools: PoolOptions {
+            pinned_bytes: options.pinned_memory_pool_byte_size,
+            cuda_bytes: options.cuda_memory_pool_byte_size.clone(),
+            exhaustion: Exhaustion::parse(&options.memory_pool_exhaustion).unwrap_or_default(),
         },
         ..ServerOptions::default()
     }

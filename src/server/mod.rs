@@ -69,6 +69,10 @@ pub struct ServerOptions {
     /// The ONNX Runtime backend's settings (library location, auto-complete
     /// batch size).
     pub onnxruntime: OnnxOptions,
+    /// `--allow-client-shm`: clients may register shared memory regions.
+    pub allow_client_shm: bool,
+    /// Pinned and CUDA memory pools.
+    pub pools: crate::gpu::PoolOptions,
 }
 
 impl Default for ServerOptions {
@@ -79,6 +83,8 @@ impl Default for ServerOptions {
             manager: ManagerOptions::default(),
             trace: TraceSettings::default(),
             onnxruntime: OnnxOptions::default(),
+            allow_client_shm: false,
+            pools: crate::gpu::PoolOptions::default(),
         }
     }
 }
