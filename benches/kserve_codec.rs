@@ -75,10 +75,12 @@ fn fp32_tensor(name: &str, n: usize) -> Tensor {
 const JSON_OUT: ResponseFormat = ResponseFormat {
     binary_default: false,
     outputs: Vec::new(),
+    in_shm: Vec::new(),
 };
 const BINARY_OUT: ResponseFormat = ResponseFormat {
     binary_default: true,
     outputs: Vec::new(),
+    in_shm: Vec::new(),
 };
 
 fn simple(c: &mut Criterion) {

@@ -136,6 +136,13 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// Whether the backend's instances read inputs from GPU memory
+    /// ([`ExecRequest::bindings`]); the server stages CUDA shared-memory
+    /// inputs to host for every other backend.
+    fn takes_device_memory(&self) -> bool {
+        false
+    }
+
     /// Creates instance `index` of a model version. Errors become the
     /// version's UNAVAILABLE reason.
     fn create_instance(&self, ctx: &ModelContext, index: usize) -> Result<Box<dyn ModelInstance>>;

@@ -16,6 +16,6 @@ pub use datatype::DataType;
 pub use error::{Code, Error, Result};
 pub use memory::{Bindings, DeviceBytes, NO_BINDINGS, OutputSink};
 pub use request::{
-    CancelFlag, InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput,
+    CancelFlag, InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput, ShmRef,
 };
 pub use tensor::Tensor;

@@ -45,6 +45,18 @@ impl Parameters {
     }
 }
 
+/// A tensor the client placed in, or wants written into, a registered
+/// shared-memory region (the `shared_memory_*` parameters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShmRef {
+    /// Registered region name.
+    pub region: String,
+    /// Offset of the tensor in the region.
+    pub offset: u64,
+    /// Bytes of the tensor (inputs) or room for it (outputs).
+    pub byte_size: u64,
+}
+
 /// An output the client asked for, with how it wants it delivered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestedOutput {
@@ -58,6 +70,9 @@ pub struct RequestedOutput {
     pub binary_data: Option<bool>,
     /// Any other per-output parameters, kept for the front end.
     pub parameters: Parameters,
+    /// Shared-memory extension: write the output there instead of
+    /// returning its data.
+    pub shm: Option<ShmRef>,
 }
 
 /// A shared flag a front end sets when the client goes away; backends and
@@ -149,6 +164,9 @@ pub struct InferRequest {
     pub parameters: Parameters,
     /// Set when the client goes away.
     pub cancel: CancelFlag,
+    /// Inputs the client placed in shared memory, by name: their tensors
+    /// have empty data until the server resolves them.
+    pub shm_inputs: Vec<(String, ShmRef)>,
     /// Inputs on a GPU and outputs bound to client shared memory.
     pub bindings: Bindings,
 }

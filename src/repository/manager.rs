@@ -177,6 +177,8 @@ pub struct LoadedModel {
     pub version_path: PathBuf,
     /// Name of the backend serving it (empty for an ensemble).
     pub backend: String,
+    /// Whether its instances read inputs from GPU memory.
+    pub takes_device_memory: bool,
     /// What runs the version's requests.
     pub scheduler: VersionScheduler,
 }
@@ -1134,6 +1136,9 @@ impl ModelManager {
                         backend: backend
                             .as_ref()
                             .map_or_else(String::new, |b| b.name().to_owned()),
+                        takes_device_memory: backend
+                            .as_ref()
+                            .is_some_and(|b| b.takes_device_memory()),
                         scheduler,
                     })),
                     Err(e) => {

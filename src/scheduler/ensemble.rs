@@ -557,6 +557,7 @@ impl Run {
                 .collect(),
             parameters: self.parameters.clone(),
             cancel: self.step_cancels[s].clone(),
+            shm_inputs: Vec::new(),
             bindings: Bindings::default(),
         };
         let run = Arc::clone(self);

@@ -557,7 +557,7 @@ impl ModelScheduler {
                             panic_message(payload.as_ref())
                         ))
                     })??;
-                validate::collect_outputs(&ctx.config, produced, &outputs)?;
+                validate::collect_outputs(&ctx.config, produced, &outputs, &sample.bindings)?;
             }
         }
         Ok(())
@@ -869,8 +869,9 @@ fn run_batch(
     let mut finished = Vec::with_capacity(jobs.len());
     for (job, result) in jobs.into_iter().zip(results) {
         rows += job.rows;
-        let result = result
-            .and_then(|produced| validate::collect_outputs(&ctx.config, produced, &job.outputs));
+        let result = result.and_then(|produced| {
+            validate::collect_outputs(&ctx.config, produced, &job.outputs, &job.request.bindings)
+        });
         finished.push((job, result));
     }
     let done = Instant::now();

@@ -8,7 +8,7 @@ use crate::core::proto::ModelConfig;
 use crate::core::proto::inference::model_config::SchedulingChoice;
 use crate::core::proto::inference::model_sequence_batching::control::Kind;
 use crate::core::tensor::{byte_size, element_count, shape_to_string, split_bytes_elements};
-use crate::core::{DataType, Error, InferRequest, Result, Tensor};
+use crate::core::{Bindings, DataType, Error, InferRequest, Result, Tensor};
 
 /// Triton prefixes request errors with the request id when there is one.
 fn prefix(request: &InferRequest) -> String {
@@ -179,7 +179,10 @@ pub fn validate(config: &ModelConfig, request: &InferRequest) -> Result<Vec<Stri
                 shape_to_string(&t.shape)
             )));
         }
-        check_data_size(&p, model, t)?;
+        match request.bindings.device_input(&t.name) {
+            Some(device) => check_device_size(&p, model, t, device.len())?,
+            None => check_data_size(&p, model, t)?,
+        }
     }
     Ok(outputs)
 }
@@ -351,12 +354,31 @@ fn check_data_size(p: &str, model: &str, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// An input in GPU memory must hold exactly what its datatype and shape
+/// call for; BYTES cannot be read there.
+fn check_device_size(p: &str, model: &str, t: &Tensor, len: usize) -> Result<()> {
+    match byte_size(t.datatype, &t.shape)? {
+        Some(expected) if expected == len as u64 => Ok(()),
+        Some(expected) => Err(Error::invalid_arg(format!(
+            "{p}input byte size mismatch for input '{}' for model '{model}'. Expected {expected}, got {len}",
+            t.name
+        ))),
+        None => Err(Error::invalid_arg(format!(
+            "{p}input '{}' for model '{model}' is BYTES, which this model cannot read from CUDA shared memory",
+            t.name
+        ))),
+    }
+}
+
 /// Keeps the `wanted` outputs of what a backend produced, in order, and
-/// checks each against the configuration.
+/// checks each against the configuration. An output the backend wrote
+/// straight into a device sink (empty data, see [`Bindings`]) is checked
+/// against the sink's size instead.
 pub fn collect_outputs(
     config: &ModelConfig,
     mut produced: Vec<Tensor>,
     wanted: &[String],
+    bindings: &Bindings,
 ) -> Result<Vec<Tensor>> {
     let mut out = Vec::with_capacity(wanted.len());
     for name in wanted {
@@ -378,6 +400,21 @@ pub fn collect_outputs(
                 DataType::from_config_enum(c.data_type)
                     .map_or("TYPE_INVALID", DataType::config_name)
             )));
+        }
+        if t.data.is_empty()
+            && let Some(sink) = bindings.sink(name).filter(|s| s.device().is_some())
+        {
+            let needed = byte_size(t.datatype, &t.shape)?.unwrap_or(0);
+            if needed > sink.byte_size() as u64 {
+                return Err(Error::internal(format!(
+                    "model '{}' wrote {needed} bytes of output '{name}' into the {} bytes of shared memory region '{}'",
+                    config.name,
+                    sink.byte_size(),
+                    sink.region()
+                )));
+            }
+            out.push(t);
+            continue;
         }
         check_data_size("", &config.name, &t).map_err(|e| {
             Error::internal(format!(

@@ -2,8 +2,9 @@
 //! later). It speaks core types, not wire formats: health and readiness,
 //! server and model metadata, model configuration, inference (with the
 //! classification extension applied to the response), repository control,
-//! logging and trace settings, and shutdown with a drain of in-flight
-//! requests.
+//! logging and trace settings, the shared-memory registry (inputs read
+//! from client regions, outputs written into them), and shutdown with a
+//! drain of in-flight requests.
 //!
 //! It calls `repository` (the model manager, which owns the schedulers),
 //! `backend` (to build the backend table) and `logging`. Repository
@@ -19,23 +20,28 @@ use std::time::Instant;
 
 use crate::backend::BackendRegistry;
 use crate::backend::onnx::{OnnxOptions, OnnxRuntime};
-use crate::core::{DataType, Error, InferRequest, InferResponse, Result};
+use crate::core::{DataType, Error, InferRequest, InferResponse, OutputSink, Result};
 use crate::logging::{self, LogSettings};
 use crate::repository::{IndexEntry, LoadedModel, ManagerOptions, ModelManager};
 use crate::scheduler::Completion;
 use crate::scheduler::stats::ModelStats;
+use crate::shm::{InputBytes, Registry};
 
 use classification::LabelCache;
 pub use trace::{Change, TraceLevel, TraceMode, TraceSettings, TraceStore, TraceUpdate};
 
 /// The protocol extensions nereid implements, as server metadata lists
-/// them. Extensions land here when they work end to end (shared memory,
-/// sequences, scheduling policies and traces are not yet).
+/// them. Extensions land here when they work end to end (traces are not
+/// produced yet).
 pub const EXTENSIONS: &[&str] = &[
     "classification",
+    "sequence",
     "model_repository",
     "model_repository(unload_dependents)",
+    "schedule_policy",
     "model_configuration",
+    "system_shared_memory",
+    "cuda_shared_memory",
     "binary_tensor_data",
     "parameters",
     "statistics",
@@ -220,6 +226,7 @@ pub struct Server {
     inflight: Arc<InFlight>,
     labels: Arc<LabelCache>,
     trace: Mutex<TraceStore>,
+    shm: Registry,
 }
 
 impl std::fmt::Debug for Server {
@@ -248,7 +255,15 @@ impl Server {
             options.strict_readiness,
             options.trace,
             manager,
-        ))
+        )
+        .with_client_shm(options.allow_client_shm))
+    }
+
+    /// Lets clients register shared memory regions (`--allow-client-shm`);
+    /// without it registration is refused and status lists nothing.
+    pub fn with_client_shm(mut self, allow: bool) -> Server {
+        self.shm = Registry::new(allow, Box::new(crate::shm::open_cuda));
+        self
     }
 
     /// Builds the server around a model manager made elsewhere (for a
@@ -268,6 +283,7 @@ impl Server {
             inflight: Arc::new(InFlight::default()),
             labels: Arc::new(LabelCache::default()),
             trace: Mutex::new(TraceStore::new(trace)),
+            shm: Registry::new(false, Box::new(crate::shm::open_cuda)),
         }
     }
 
@@ -396,15 +412,64 @@ impl Server {
         }
     }
 
+    /// The shared-memory registry the extension's endpoints manage.
+    pub fn shared_memory(&self) -> &Registry {
+        &self.shm
+    }
+
     /// Runs `request` on `model` (looked up by the caller, who needed its
-    /// configuration first). Outputs requested with a class count are
-    /// replaced by their classification.
+    /// configuration first). Inputs in shared memory are read from their
+    /// regions and outputs bound to regions are written there; outputs
+    /// requested with a class count are replaced by their classification.
     pub fn infer_on(
         &self,
         model: &Arc<LoadedModel>,
-        request: InferRequest,
+        mut request: InferRequest,
         completion: Completion,
     ) {
+        if !request.shm_inputs.is_empty() || request.outputs.iter().any(|o| o.shm.is_some()) {
+            if let Err(e) = self.bind_shared_memory(model, &mut request) {
+                return completion(Err(e));
+            }
+            let sinks = request.bindings.sinks.clone();
+            let completion = Box::new(move |result: Result<InferResponse>| {
+                completion(result.and_then(|response| deliver(response, &sinks)));
+            });
+            return self.submit(model, request, completion);
+        }
+        self.submit(model, request, completion);
+    }
+
+    /// Looks up the regions a request names: inputs become bytes of their
+    /// region (system memory: no copy; CUDA memory: handed to a backend
+    /// that takes device memory, else staged to host), outputs become
+    /// sinks.
+    fn bind_shared_memory(&self, model: &LoadedModel, request: &mut InferRequest) -> Result<()> {
+        for (name, shm) in std::mem::take(&mut request.shm_inputs) {
+            let bytes = self.shm.input(&shm.region, shm.offset, shm.byte_size)?;
+            let Some(tensor) = request.inputs.iter_mut().find(|t| t.name == name) else {
+                continue;
+            };
+            match bytes {
+                InputBytes::Host(bytes) => tensor.data = bytes,
+                InputBytes::Device(device) if model.takes_device_memory => {
+                    request.bindings.device_inputs.push((name, device));
+                }
+                // The one copy a CPU instance costs: GPU memory to pinned
+                // host memory.
+                InputBytes::Device(device) => tensor.data = crate::shm::stage_to_host(&device)?,
+            }
+        }
+        for output in &request.outputs {
+            if let Some(shm) = &output.shm {
+                let sink = self.shm.sink(&shm.region, shm.offset, shm.byte_size)?;
+                request.bindings.sinks.push((output.name.clone(), sink));
+            }
+        }
+        Ok(())
+    }
+
+    fn submit(&self, model: &Arc<LoadedModel>, request: InferRequest, completion: Completion) {
         let guard = InFlightGuard::enter(&self.inflight);
         let classified: Vec<(String, u32)> = request
             .outputs
@@ -603,11 +668,40 @@ impl Server {
     }
 
     /// Begins shutdown and unloads every model (their queued requests
-    /// finish first).
+    /// finish first), then lets go of every shared-memory region.
     pub fn shutdown(&self) {
         self.begin_shutdown();
         self.manager.shutdown();
+        self.shm.clear();
     }
+}
+
+/// Writes each output bound to a sink into it and leaves the response's
+/// copy empty: the client reads it from its region. An output a GPU
+/// backend already wrote into its device sink (empty data) is left as is.
+fn deliver(
+    mut response: InferResponse,
+    sinks: &[(String, Arc<dyn OutputSink>)],
+) -> Result<InferResponse> {
+    for t in &mut response.outputs {
+        let Some((_, sink)) = sinks.iter().find(|(n, _)| *n == t.name) else {
+            continue;
+        };
+        if t.data.is_empty() {
+            continue;
+        }
+        if t.data.len() > sink.byte_size() {
+            return Err(Error::internal(format!(
+                "shared memory size specified with the request for output '{}' ({} bytes) should be at least {} bytes to hold the results",
+                t.name,
+                sink.byte_size(),
+                t.data.len()
+            )));
+        }
+        sink.write(&t.data)?;
+        t.data = bytes::Bytes::new();
+    }
+    Ok(response)
 }
 
 /// Replaces each classified output of `response` by its top-k entries.

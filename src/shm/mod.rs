@@ -15,6 +15,7 @@
 
 #![allow(unsafe_code)]
 
+mod cuda;
 mod system;
 
 use std::collections::BTreeMap;
@@ -73,7 +74,7 @@ pub trait CudaMapping: Send + Sync {
     /// Device address of the region's first byte.
     fn ptr(&self) -> u64;
     /// Bytes from [`CudaMapping::ptr`] to the end of the allocation.
-    fn len(&self) -> usize;
+    fn allocation_len(&self) -> usize;
     /// Copies host bytes to `ptr() + offset`.
     fn write(&self, offset: usize, data: &[u8]) -> Result<()>;
 }
@@ -81,6 +82,17 @@ pub trait CudaMapping: Send + Sync {
 /// Opens a CUDA IPC handle on a device: the registry's only way into the
 /// driver, so it is testable without one.
 pub type CudaOpener = dyn Fn(i32, &[u8]) -> Result<Box<dyn CudaMapping>> + Send + Sync;
+
+/// Copies device bytes of a CUDA region to pinned host memory, for a
+/// backend that reads host memory.
+pub fn stage_to_host(device: &DeviceBytes) -> Result<Bytes> {
+    cuda::stage_to_host(device)
+}
+
+/// Opens a CUDA IPC handle through the driver (`gpu/`).
+pub fn open_cuda(device: i32, handle: &[u8]) -> Result<Box<dyn CudaMapping>> {
+    cuda::open(device, handle)
+}
 
 enum Memory {
     System {
@@ -255,10 +267,10 @@ impl Registry {
                 ),
             )
         })?;
-        if byte_size > map.len() as u64 {
+        if byte_size > map.allocation_len() as u64 {
             return Err(Error::invalid_arg(format!(
                 "failed to register CUDA shared memory region '{name}': byte_size {byte_size} exceeds the {} bytes of the allocation the handle names",
-                map.len()
+                map.allocation_len()
             )));
         }
         self.insert(Region {

@@ -41,7 +41,7 @@ impl CudaMapping for FakeCuda {
     fn ptr(&self) -> u64 {
         self.ptr
     }
-    fn len(&self) -> usize {
+    fn allocation_len(&self) -> usize {
         self.bytes.lock().unwrap().len()
     }
     fn write(&self, offset: usize, data: &[u8]) -> Result<()> {

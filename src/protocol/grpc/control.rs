@@ -13,13 +13,23 @@ use std::collections::BTreeMap;
 use crate::core::proto::grpc::health::v1::{
     HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
 };
+use crate::core::proto::inference::cuda_shared_memory_status_response::RegionStatus as CudaRegion;
 use crate::core::proto::inference::log_settings_request::setting_value::ParameterChoice as LogIn;
 use crate::core::proto::inference::log_settings_response::SettingValue as LogValue;
 use crate::core::proto::inference::log_settings_response::setting_value::ParameterChoice as LogOut;
 use crate::core::proto::inference::model_metadata_response::TensorMetadata as TensorMessage;
 use crate::core::proto::inference::model_repository_parameter::ParameterChoice as RepoParam;
 use crate::core::proto::inference::repository_index_response::ModelIndex;
+use crate::core::proto::inference::system_shared_memory_status_response::RegionStatus as SystemRegion;
 use crate::core::proto::inference::trace_setting_response::SettingValue as TraceValue;
+use crate::core::proto::inference::{
+    CudaSharedMemoryRegisterRequest, CudaSharedMemoryRegisterResponse,
+    CudaSharedMemoryStatusRequest, CudaSharedMemoryStatusResponse,
+    CudaSharedMemoryUnregisterRequest, CudaSharedMemoryUnregisterResponse,
+    SystemSharedMemoryRegisterRequest, SystemSharedMemoryRegisterResponse,
+    SystemSharedMemoryStatusRequest, SystemSharedMemoryStatusResponse,
+    SystemSharedMemoryUnregisterRequest, SystemSharedMemoryUnregisterResponse,
+};
 use crate::core::proto::inference::{
     InferBatchStatistics, InferStatistics, LogSettingsRequest, LogSettingsResponse,
     ModelConfigRequest, ModelConfigResponse, ModelMetadataRequest, ModelMetadataResponse,
@@ -37,6 +47,7 @@ use crate::scheduler::stats::StatDuration;
 use crate::server::{
     Change, LogUpdate, Server, TensorMetadata, TraceLevel, TraceMode, TraceSettings, TraceUpdate,
 };
+use crate::shm::Kind;
 
 use super::infer::parse_model_version;
 
@@ -163,18 +174,97 @@ pub fn model_statistics(
     Ok(ModelStatisticsResponse { model_stats })
 }
 
-/// The `SystemSharedMemory*` RPCs, until regions can be registered.
-pub fn system_shared_memory() -> Error {
-    Error::unsupported(
-        "system shared memory is not supported by this server yet: registering regions arrives with the shared memory extension",
-    )
+/// `SystemSharedMemoryStatus`: one region or all of them.
+pub fn system_shm_status(
+    server: &Server,
+    r: &SystemSharedMemoryStatusRequest,
+) -> Result<SystemSharedMemoryStatusResponse> {
+    let regions = server
+        .shared_memory()
+        .status(Kind::System, Some(&r.name))?
+        .into_iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                SystemRegion {
+                    name: s.name,
+                    key: s.key,
+                    offset: s.offset,
+                    byte_size: s.byte_size,
+                },
+            )
+        })
+        .collect();
+    Ok(SystemSharedMemoryStatusResponse { regions })
 }
 
-/// The `CudaSharedMemory*` RPCs, until regions can be registered.
-pub fn cuda_shared_memory() -> Error {
-    Error::unsupported(
-        "CUDA shared memory is not supported by this server yet: registering regions arrives with the shared memory extension",
-    )
+/// `SystemSharedMemoryRegister`.
+pub fn system_shm_register(
+    server: &Server,
+    r: &SystemSharedMemoryRegisterRequest,
+) -> Result<SystemSharedMemoryRegisterResponse> {
+    server
+        .shared_memory()
+        .register_system(&r.name, &r.key, r.offset, r.byte_size)?;
+    Ok(SystemSharedMemoryRegisterResponse {})
+}
+
+/// `SystemSharedMemoryUnregister`: one region, or all when the name is
+/// empty.
+pub fn system_shm_unregister(
+    server: &Server,
+    r: &SystemSharedMemoryUnregisterRequest,
+) -> Result<SystemSharedMemoryUnregisterResponse> {
+    server
+        .shared_memory()
+        .unregister(Kind::System, Some(&r.name))?;
+    Ok(SystemSharedMemoryUnregisterResponse {})
+}
+
+/// `CudaSharedMemoryStatus`: one region or all of them.
+pub fn cuda_shm_status(
+    server: &Server,
+    r: &CudaSharedMemoryStatusRequest,
+) -> Result<CudaSharedMemoryStatusResponse> {
+    let regions = server
+        .shared_memory()
+        .status(Kind::Cuda, Some(&r.name))?
+        .into_iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                CudaRegion {
+                    name: s.name,
+                    device_id: u64::try_from(s.device_id).unwrap_or(0),
+                    byte_size: s.byte_size,
+                },
+            )
+        })
+        .collect();
+    Ok(CudaSharedMemoryStatusResponse { regions })
+}
+
+/// `CudaSharedMemoryRegister`: the handle travels as raw bytes.
+pub fn cuda_shm_register(
+    server: &Server,
+    r: &CudaSharedMemoryRegisterRequest,
+) -> Result<CudaSharedMemoryRegisterResponse> {
+    server
+        .shared_memory()
+        .register_cuda(&r.name, &r.raw_handle, r.device_id, r.byte_size)?;
+    Ok(CudaSharedMemoryRegisterResponse {})
+}
+
+/// `CudaSharedMemoryUnregister`: one region, or all when the name is
+/// empty.
+pub fn cuda_shm_unregister(
+    server: &Server,
+    r: &CudaSharedMemoryUnregisterRequest,
+) -> Result<CudaSharedMemoryUnregisterResponse> {
+    server
+        .shared_memory()
+        .unregister(Kind::Cuda, Some(&r.name))?;
+    Ok(CudaSharedMemoryUnregisterResponse {})
 }
 
 fn check_repository_name(name: &str) -> Result<()> {

@@ -34,7 +34,7 @@ use crate::core::proto::inference::{
 };
 use crate::core::{
     DataType, Error, InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput, Result,
-    Tensor,
+    ShmRef, Tensor,
 };
 use crate::protocol::kserve::decode::{leading_int, u64_param};
 
@@ -106,7 +106,7 @@ pub fn decode_infer_request(
         ..InferRequest::default()
     };
     let empty_final_response = request_parameters(parameters, &mut request.parameters)?;
-    request.inputs = decode_inputs(&model_name, inputs, raw_input_contents)?;
+    (request.inputs, request.shm_inputs) = decode_inputs(&model_name, inputs, raw_input_contents)?;
     request.outputs = outputs
         .into_iter()
         .map(decode_output)
@@ -189,18 +189,12 @@ fn request_parameters(
     Ok(empty_final)
 }
 
-/// The shared memory placement of an input or output (only the region
-/// matters while no region can be registered).
-struct ShmParams {
-    region: String,
-}
-
 /// Reads the `shared_memory_*` parameters of a tensor, with Triton's
 /// checks; `None` when the tensor does not use shared memory.
 fn shared_memory_params(
     name: &str,
     params: &BTreeMap<String, InferParameter>,
-) -> Result<Option<ShmParams>> {
+) -> Result<Option<ShmRef>> {
     let choice = |key: &str| params.get(key).map(|p| p.parameter_choice.as_ref());
     let region = match choice("shared_memory_region") {
         None => None,
@@ -211,7 +205,11 @@ fn shared_memory_params(
             )));
         }
     };
-    for key in ["shared_memory_offset", "shared_memory_byte_size"] {
+    let mut numbers = [0u64; 2];
+    for (key, slot) in ["shared_memory_offset", "shared_memory_byte_size"]
+        .into_iter()
+        .zip(&mut numbers)
+    {
         match choice(key) {
             None => {}
             Some(_) if region.is_none() => {
@@ -219,7 +217,13 @@ fn shared_memory_params(
                     "'{key}' can not be specified without 'shared_memory_region' parameter for tensor '{name}'"
                 )));
             }
-            Some(Some(ParameterChoice::Int64Param(_))) => {}
+            Some(Some(ParameterChoice::Int64Param(v))) => {
+                *slot = u64::try_from(*v).map_err(|_| {
+                    Error::invalid_arg(format!(
+                        "invalid value for '{key}' parameter for tensor '{name}', expected a value >= 0."
+                    ))
+                })?;
+            }
             Some(_) => {
                 return Err(Error::invalid_arg(format!(
                     "invalid value type for '{key}' parameter for tensor '{name}', expected int64_param."
@@ -233,26 +237,25 @@ fn shared_memory_params(
                 "'shared_memory_byte_size' must be specified along with 'shared_memory_region' parameter for tensor '{name}'"
             )))
         }
-        Some(region) => Ok(Some(ShmParams { region })),
+        Some(region) => Ok(Some(ShmRef {
+            region,
+            offset: numbers[0],
+            byte_size: numbers[1],
+        })),
         None => Ok(None),
     }
 }
 
-/// No region can be registered until the shared memory extension lands,
-/// so every lookup misses, with the registry's wording.
-fn unknown_region(shm: &ShmParams) -> Error {
-    Error::not_found(format!(
-        "Unable to find shared memory region: '{}'",
-        shm.region
-    ))
-}
+/// Inputs the client placed in shared memory, by name.
+type ShmInputs = Vec<(String, ShmRef)>;
 
 fn decode_inputs(
     model: &str,
     inputs: Vec<InferInputTensor>,
     raw_input_contents: Vec<Bytes>,
-) -> Result<Vec<Tensor>> {
+) -> Result<(Vec<Tensor>, ShmInputs)> {
     let raw_count = raw_input_contents.len();
+    let mut in_shm = Vec::new();
     let mut raw = raw_input_contents.into_iter();
     let mut raw_used = 0usize;
     let mut tensors = Vec::with_capacity(inputs.len());
@@ -264,16 +267,25 @@ fn decode_inputs(
             parameters,
             contents,
         } = input;
-        if let Some(shm) = shared_memory_params(&name, &parameters)? {
-            if contents.is_some() {
-                return Err(Error::invalid_arg(format!(
-                    "unexpected 'content' provided when using shared memory for input tensor '{name}' for model '{model}'"
-                )));
-            }
-            return Err(unknown_region(&shm));
+        let shm = shared_memory_params(&name, &parameters)?;
+        if shm.is_some() && contents.is_some() {
+            return Err(Error::invalid_arg(format!(
+                "unexpected 'content' provided when using shared memory for input tensor '{name}' for model '{model}'"
+            )));
         }
         let datatype = DataType::from_wire(&datatype)
             .ok_or_else(|| Error::invalid_arg(format!("invalid datatype for input {name}")))?;
+        if let Some(shm) = shm {
+            // The data is read from the region once the server looks it up.
+            in_shm.push((name.clone(), shm));
+            tensors.push(Tensor {
+                name,
+                datatype,
+                shape,
+                data: Bytes::new(),
+            });
+            continue;
+        }
         let data = match contents {
             Some(_) if raw_count > 0 => {
                 return Err(Error::invalid_arg(format!(
@@ -305,7 +317,7 @@ fn decode_inputs(
             "raw_input_contents has {raw_count} entries but the request has {raw_used} inputs for model '{model}'; give one entry per input, in input order"
         )));
     }
-    Ok(tensors)
+    Ok((tensors, in_shm))
 }
 
 /// Converts typed contents to raw bytes. Exactly one list may hold data,
@@ -461,22 +473,20 @@ fn decode_output(output: InferRequestedOutputTensor) -> Result<RequestedOutput> 
             }
         },
     };
-    if let Some(shm) = shm {
-        if class_count.is_some() {
-            return Err(Error::invalid_arg(
-                "output can't set both 'shared_memory_region' and 'classification'",
-            ));
-        }
-        return Err(unknown_region(&shm));
+    if shm.is_some() && class_count.is_some() {
+        return Err(Error::invalid_arg(
+            "output can't set both 'shared_memory_region' and 'classification'",
+        ));
     }
     let mut requested = RequestedOutput {
         name,
         class_count: class_count.unwrap_or(0),
+        shm,
         ..RequestedOutput::default()
     };
     for (key, p) in parameters {
         // `binary_data` is an HTTP notion: gRPC outputs are always raw.
-        if key == "classification" || key == "binary_data" {
+        if key == "classification" || key == "binary_data" || key.starts_with("shared_memory_") {
             continue;
         }
         if let Some(v) = param_value(p) {
@@ -1084,11 +1094,14 @@ mod tests {
                 "shared_memory_region",
                 ParameterChoice::StringParam("r".into()),
             ),
-            ("shared_memory_byte_size", ParameterChoice::Int64Param(4)),
+            ("shared_memory_byte_size", ParameterChoice::Int64Param(-4)),
         ]);
         assert_eq!(
             (e.code(), e.message()),
-            (Code::NotFound, "Unable to find shared memory region: 'r'")
+            (
+                Code::InvalidArg,
+                "invalid value for 'shared_memory_byte_size' parameter for tensor 'O', expected a value >= 0."
+            )
         );
         assert_eq!(
             output(vec![(
@@ -1134,7 +1147,19 @@ mod tests {
             "shared_memory_byte_size".to_owned(),
             param(ParameterChoice::Int64Param(4)),
         );
-        assert_eq!(err(r.clone()).code(), Code::NotFound);
+        let decoded = decode_infer_request(r.clone(), None).unwrap().request;
+        assert!(decoded.inputs[0].data.is_empty());
+        assert_eq!(
+            decoded.shm_inputs,
+            vec![(
+                "A".to_owned(),
+                ShmRef {
+                    region: "r".into(),
+                    offset: 0,
+                    byte_size: 4
+                }
+            )]
+        );
         r.inputs[0].contents = Some(InferTensorContents::default());
         assert_eq!(
             err(r).message(),

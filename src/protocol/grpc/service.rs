@@ -655,38 +655,58 @@ impl Call {
             Method::HealthCheck => unary(shared, message, |r: HealthCheckRequest| {
                 control::health_check(server, &r)
             }),
-            Method::SystemSharedMemoryStatus => refuse::<SystemSharedMemoryStatusRequest>(
-                shared,
-                message,
-                control::system_shared_memory(),
-            ),
-            Method::SystemSharedMemoryRegister => refuse::<SystemSharedMemoryRegisterRequest>(
-                shared,
-                message,
-                control::system_shared_memory(),
-            ),
-            Method::SystemSharedMemoryUnregister => {
-                refuse::<SystemSharedMemoryUnregisterRequest>(
+            Method::SystemSharedMemoryStatus => {
+                unary(shared, message, |r: SystemSharedMemoryStatusRequest| {
+                    control::system_shm_status(server, &r)
+                });
+            }
+            Method::CudaSharedMemoryStatus => {
+                unary(shared, message, |r: CudaSharedMemoryStatusRequest| {
+                    control::cuda_shm_status(server, &r)
+                });
+            }
+            // Mapping and unmapping (for CUDA: opening a handle, which may
+            // create a context, and closing one) run off the event loop.
+            Method::SystemSharedMemoryRegister => {
+                let server = Arc::clone(server);
+                off_loop(
                     shared,
                     message,
-                    control::system_shared_memory(),
+                    move |r: SystemSharedMemoryRegisterRequest| {
+                        control::system_shm_register(&server, &r)
+                    },
                 );
             }
-            Method::CudaSharedMemoryStatus => refuse::<CudaSharedMemoryStatusRequest>(
-                shared,
-                message,
-                control::cuda_shared_memory(),
-            ),
-            Method::CudaSharedMemoryRegister => refuse::<CudaSharedMemoryRegisterRequest>(
-                shared,
-                message,
-                control::cuda_shared_memory(),
-            ),
-            Method::CudaSharedMemoryUnregister => refuse::<CudaSharedMemoryUnregisterRequest>(
-                shared,
-                message,
-                control::cuda_shared_memory(),
-            ),
+            Method::SystemSharedMemoryUnregister => {
+                let server = Arc::clone(server);
+                off_loop(
+                    shared,
+                    message,
+                    move |r: SystemSharedMemoryUnregisterRequest| {
+                        control::system_shm_unregister(&server, &r)
+                    },
+                );
+            }
+            Method::CudaSharedMemoryRegister => {
+                let server = Arc::clone(server);
+                off_loop(
+                    shared,
+                    message,
+                    move |r: CudaSharedMemoryRegisterRequest| {
+                        control::cuda_shm_register(&server, &r)
+                    },
+                );
+            }
+            Method::CudaSharedMemoryUnregister => {
+                let server = Arc::clone(server);
+                off_loop(
+                    shared,
+                    message,
+                    move |r: CudaSharedMemoryUnregisterRequest| {
+                        control::cuda_shm_unregister(&server, &r)
+                    },
+                );
+            }
             Method::RepositoryIndex => {
                 let server = Arc::clone(server);
                 off_loop(shared, message, move |r: RepositoryIndexRequest| {
@@ -874,13 +894,6 @@ where
     let result = decode_message::<Req>(message)
         .and_then(|r| f(r).map_err(Status::from))
         .map(|resp| vec![Bytes::from(resp.encode_to_vec())]);
-    shared.lock().reply(result);
-}
-
-/// Answers a call nereid does not serve (yet) with `error`, once its
-/// request message is known to be well-formed.
-fn refuse<Req: prost::Message + Default>(shared: &Shared, message: Bytes, error: Error) {
-    let result = decode_message::<Req>(message).and(Err(Status::from(error)));
     shared.lock().reply(result);
 }
 

@@ -713,12 +713,27 @@ fn model_statistics() {
 }
 
 #[test]
-fn shared_memory_is_not_served_yet() {
-    let system = [
-        unary(
-            Method::SystemSharedMemoryStatus,
-            &SystemSharedMemoryStatusRequest::default(),
-        ),
+fn shared_memory_is_refused_while_client_shm_is_off() {
+    let status: SystemSharedMemoryStatusResponse = unary(
+        Method::SystemSharedMemoryStatus,
+        &SystemSharedMemoryStatusRequest::default(),
+    )
+    .ok();
+    assert!(status.regions.is_empty());
+    let status: CudaSharedMemoryStatusResponse = unary(
+        Method::CudaSharedMemoryStatus,
+        &CudaSharedMemoryStatusRequest::default(),
+    )
+    .ok();
+    assert!(status.regions.is_empty());
+    let (code, message) = unary(
+        Method::CudaSharedMemoryStatus,
+        &CudaSharedMemoryStatusRequest { name: "r".into() },
+    )
+    .refused();
+    assert_eq!(code, Code::NotFound);
+    assert_eq!(message, "Unable to find cuda shared memory region: 'r'");
+    let refused = [
         unary(
             Method::SystemSharedMemoryRegister,
             &SystemSharedMemoryRegisterRequest::default(),
@@ -726,17 +741,6 @@ fn shared_memory_is_not_served_yet() {
         unary(
             Method::SystemSharedMemoryUnregister,
             &SystemSharedMemoryUnregisterRequest::default(),
-        ),
-    ];
-    for reply in system {
-        let (code, message) = reply.refused();
-        assert_eq!(code, Code::Unimplemented);
-        assert!(message.starts_with("system shared memory is not supported"));
-    }
-    let cuda = [
-        unary(
-            Method::CudaSharedMemoryStatus,
-            &CudaSharedMemoryStatusRequest::default(),
         ),
         unary(
             Method::CudaSharedMemoryRegister,
@@ -747,10 +751,10 @@ fn shared_memory_is_not_served_yet() {
             &CudaSharedMemoryUnregisterRequest::default(),
         ),
     ];
-    for reply in cuda {
+    for reply in refused {
         let (code, message) = reply.refused();
         assert_eq!(code, Code::Unimplemented);
-        assert!(message.starts_with("CUDA shared memory is not supported"));
+        assert_eq!(message, crate::shm::DISABLED);
     }
 }
 

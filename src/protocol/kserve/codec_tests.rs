@@ -448,10 +448,52 @@ fn structure_errors() {
     assert_err(
         &err(
             json!({"inputs": [{"name":"I","shape":[1],"datatype":"INT32",
-            "parameters":{"shared_memory_region":"r"}}]}),
+            "parameters":{"shared_memory_region":"r","shared_memory_offset":-1}}]}),
         ),
-        Code::NotFound,
-        "Unable to find shared memory region: 'r'",
+        Code::Internal,
+        "Unable to parse 'shared_memory_offset': attempt to access JSON non-unsigned-integer as unsigned-integer",
+    );
+}
+
+#[test]
+fn shared_memory_references_are_kept_for_the_server() {
+    let decoded = decode_value(json!({
+        "inputs": [{"name":"I","shape":[2],"datatype":"INT32",
+            "parameters":{"shared_memory_region":"in","shared_memory_offset":8,
+                          "shared_memory_byte_size":8}}],
+        "outputs": [{"name":"O","parameters":{"shared_memory_region":"out",
+            "shared_memory_byte_size":16}}, {"name":"P"}]
+    }))
+    .unwrap();
+    let r = &decoded.request;
+    assert_eq!(r.inputs[0].shape, vec![2]);
+    assert!(r.inputs[0].data.is_empty());
+    let shm = |region: &str, offset, byte_size| crate::core::ShmRef {
+        region: region.into(),
+        offset,
+        byte_size,
+    };
+    assert_eq!(r.shm_inputs, vec![("I".to_owned(), shm("in", 8, 8))]);
+    assert_eq!(r.outputs[0].shm, Some(shm("out", 0, 16)));
+    assert!(r.outputs[0].parameters.is_empty());
+    assert_eq!(r.outputs[1].shm, None);
+    assert!(decoded.format.is_in_shm("O"));
+    assert!(!decoded.format.is_in_shm("P"));
+    // An output in shared memory goes out without data.
+    let response = InferResponse {
+        outputs: vec![Tensor {
+            name: "O".into(),
+            datatype: DataType::Int32,
+            shape: vec![2],
+            data: Bytes::new(),
+        }],
+        ..InferResponse::default()
+    };
+    let enc = encode_infer_response(&response, &decoded.format).unwrap();
+    assert_eq!(enc.body.len(), 1);
+    assert_eq!(
+        std::str::from_utf8(&enc.body[0]).unwrap(),
+        r#"{"model_name":"","model_version":"0","outputs":[{"name":"O","datatype":"INT32","shape":[2]}]}"#
     );
 }
 
@@ -715,6 +757,7 @@ fn binary_response_parts() {
     let format = ResponseFormat {
         binary_default: false,
         outputs: vec![("OUTPUT0".into(), true), ("OUTPUT1".into(), false)],
+        ..ResponseFormat::default()
     };
     let enc = encode_infer_response(&response, &format).unwrap();
     assert_eq!(enc.body.len(), 2);
@@ -737,7 +780,7 @@ fn binary_response_parts() {
     };
     let all_binary = ResponseFormat {
         binary_default: true,
-        outputs: vec![],
+        ..ResponseFormat::default()
     };
     let enc = encode_infer_response(&empty, &all_binary).unwrap();
     assert_eq!((enc.body.len(), enc.json_length), (1, None));
@@ -797,7 +840,7 @@ fn bytes_that_are_not_utf8_are_refused_as_json_but_sent_as_binary() {
     );
     let all_binary = ResponseFormat {
         binary_default: true,
-        outputs: Vec::new(),
+        ..ResponseFormat::default()
     };
     assert!(encode_infer_response(&response, &all_binary).is_ok());
 }

@@ -36,7 +36,8 @@ use serde_json::Value;
 
 use crate::core::proto::ModelConfig;
 use crate::core::{
-    Code, DataType, Error, InferRequest, ParamValue, Parameters, RequestedOutput, Result, Tensor,
+    Code, DataType, Error, InferRequest, ParamValue, Parameters, RequestedOutput, Result, ShmRef,
+    Tensor,
 };
 
 /// The header naming the length of the JSON part of a binary request or
@@ -60,6 +61,8 @@ pub struct ResponseFormat {
     /// The outputs the request names, with whether each goes out as
     /// binary data (`parameters.binary_data`, default `false`).
     pub outputs: Vec<(String, bool)>,
+    /// The outputs written into shared memory: returned without data.
+    pub in_shm: Vec<String>,
 }
 
 impl ResponseFormat {
@@ -71,6 +74,11 @@ impl ResponseFormat {
             .iter()
             .find(|(n, _)| n == name)
             .map_or(self.binary_default, |&(_, b)| b)
+    }
+
+    /// Whether output `name` was written into client shared memory.
+    pub fn is_in_shm(&self, name: &str) -> bool {
+        self.in_shm.iter().any(|n| n == name)
     }
 }
 
@@ -191,7 +199,13 @@ pub fn decode_infer_request(
     let mut offset = header_length;
     request.inputs.reserve(inputs.len());
     for input in inputs {
-        let tensor = decode_input(input, model_name, body, &mut offset)?;
+        let tensor = decode_input(
+            input,
+            model_name,
+            body,
+            &mut offset,
+            &mut request.shm_inputs,
+        )?;
         request.inputs.push(tensor);
     }
     if offset != body.len() {
@@ -209,6 +223,9 @@ pub fn decode_infer_request(
             format
                 .outputs
                 .push((requested.name.clone(), requested.binary_data == Some(true)));
+            if requested.shm.is_some() {
+                format.in_shm.push(requested.name.clone());
+            }
             request.outputs.push(requested);
         }
     }
@@ -300,8 +317,27 @@ pub fn decode_raw_infer_request(
         request,
         format: ResponseFormat {
             binary_default: true,
-            outputs: Vec::new(),
+            ..ResponseFormat::default()
         },
+    })
+}
+
+/// The `shared_memory_*` parameters of a tensor whose region is `region`:
+/// offset defaults to 0, byte size to 0 (which no tensor fits).
+fn shm_ref(region: &str, params: &serde_json::Map<String, Value>) -> Result<ShmRef> {
+    let mut numbers = [0u64; 2];
+    for (field, slot) in ["shared_memory_offset", "shared_memory_byte_size"]
+        .into_iter()
+        .zip(&mut numbers)
+    {
+        if let Some(v) = params.get(field) {
+            *slot = v.as_u64().ok_or_else(|| unable(field, NON_UINT))?;
+        }
+    }
+    Ok(ShmRef {
+        region: region.to_owned(),
+        offset: numbers[0],
+        byte_size: numbers[1],
     })
 }
 
@@ -439,6 +475,7 @@ fn decode_input(
     model_name: &str,
     body: &Bytes,
     offset: &mut usize,
+    in_shm: &mut Vec<(String, ShmRef)>,
 ) -> Result<Tensor> {
     let input = match input {
         Shaped::Is(i) => i,
@@ -517,15 +554,16 @@ fn decode_input(
             .get("shared_memory_region")
             .and_then(Value::as_str)
             .ok_or_else(|| unable("shared_memory_region", NON_STRING))?;
-        for field in ["shared_memory_offset", "shared_memory_byte_size"] {
-            if p.get(field).is_some_and(|v| v.as_u64().is_none()) {
-                return Err(unable(field, NON_UINT));
-            }
-        }
-        // No region can be registered yet, so every lookup misses.
-        return Err(Error::not_found(format!(
-            "Unable to find shared memory region: '{region}'"
-        )));
+        let shm = shm_ref(region, p)?;
+        let shape = shape_i64(&name, &dims)?;
+        // The data is read from the region once the server looks it up.
+        in_shm.push((name.clone(), shm));
+        return Ok(Tensor {
+            name,
+            datatype,
+            shape,
+            data: Bytes::new(),
+        });
     }
 
     let count = json_element_count(&name, &dims)?;
@@ -638,8 +676,18 @@ fn decode_output(output: Value) -> Result<RequestedOutput> {
         }
     }
     let name = string_member(obj.remove("name"), "name")?;
+    let shm = match params.get("shared_memory_region") {
+        None => None,
+        Some(region) => {
+            let region = region
+                .as_str()
+                .ok_or_else(|| unable("shared_memory_region", NON_STRING))?;
+            Some(shm_ref(region, &params)?)
+        }
+    };
     let mut requested = RequestedOutput {
         name,
+        shm,
         ..RequestedOutput::default()
     };
     for (key, value) in params {
@@ -657,14 +705,7 @@ fn decode_output(output: Value) -> Result<RequestedOutput> {
                 Value::Bool(b) => requested.binary_data = Some(b),
                 _ => return Err(unable("binary_data", NON_BOOL)),
             },
-            "shared_memory_region" => {
-                let region = value
-                    .as_str()
-                    .ok_or_else(|| unable("shared_memory_region", NON_STRING))?;
-                return Err(Error::not_found(format!(
-                    "Unable to find shared memory region: '{region}'"
-                )));
-            }
+            "shared_memory_region" | "shared_memory_offset" | "shared_memory_byte_size" => {}
             _ => {
                 if let Some(v) = json_param(&value) {
                     requested.parameters.set(key, v);

@@ -82,7 +82,9 @@ pub fn encode_infer_response(
             json::write_i64(&mut out, d);
         }
         out.push(b']');
-        if format.is_binary(&t.name) {
+        if format.is_in_shm(&t.name) {
+            // The bytes are in the client's shared memory already.
+        } else if format.is_binary(&t.name) {
             out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
             json::write_u64(&mut out, t.data.len() as u64);
             out.push(b'}');

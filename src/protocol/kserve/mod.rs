@@ -17,6 +17,7 @@ pub mod decode;
 pub mod encode;
 pub mod json;
 pub mod rest;
+pub mod shm;
 
 pub use decode::{
     DecodedRequest, HEADER_LENGTH_HEADER, ResponseFormat, decode_infer_request,

@@ -33,10 +33,12 @@ use super::decode::{
 };
 use super::encode::encode_infer_response;
 use super::json;
+use super::shm;
 use crate::core::{Error, InferResponse, Result};
 use crate::net::{HttpService, Responder};
 use crate::protocol::http1::{Request, Response};
 use crate::server::Server;
+use crate::shm::Kind;
 
 /// The REST front end of a [`Server`].
 #[derive(Debug, Clone)]
@@ -87,7 +89,19 @@ enum Route<'a> {
         model: &'a str,
         load: bool,
     },
+    SharedMemory {
+        kind: Kind,
+        region: Option<&'a str>,
+        action: ShmAction,
+    },
     NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShmAction {
+    Status,
+    Register,
+    Unregister,
 }
 
 /// One path segment: non-empty, without `/`.
@@ -112,7 +126,38 @@ fn route(path: &str) -> Route<'_> {
     if let Some(rest) = path.strip_prefix("/v2/repository") {
         return repository_route(rest).unwrap_or(Route::NotFound);
     }
+    for (prefix, kind) in [
+        ("/v2/systemsharedmemory", Kind::System),
+        ("/v2/cudasharedmemory", Kind::Cuda),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            return shm_route(kind, rest).unwrap_or(Route::NotFound);
+        }
+    }
     Route::NotFound
+}
+
+/// `[/region/<name>]/(status|register|unregister)`; register needs a
+/// region.
+fn shm_route(kind: Kind, rest: &str) -> Option<Route<'_>> {
+    let (region, tail) = match rest.strip_prefix("/region/") {
+        Some(after) => {
+            let (name, tail) = segment(after)?;
+            (Some(name), tail)
+        }
+        None => (None, rest),
+    };
+    let action = match tail {
+        "/status" => ShmAction::Status,
+        "/register" if region.is_some() => ShmAction::Register,
+        "/unregister" => ShmAction::Unregister,
+        _ => return None,
+    };
+    Some(Route::SharedMemory {
+        kind,
+        region,
+        action,
+    })
 }
 
 fn model_route(rest: &str) -> Option<Route<'_>> {
@@ -347,6 +392,57 @@ impl HttpService for RestService {
                     });
                 }
             }
+            Route::SharedMemory {
+                kind,
+                region,
+                action: ShmAction::Status,
+            } if get => answer(
+                server
+                    .shared_memory()
+                    .status(kind, region)
+                    .map(|regions| shm::status(kind, &regions)),
+            ),
+            Route::SharedMemory {
+                kind,
+                region,
+                action,
+            } if post => {
+                // Opening a CUDA handle can create a context (hundreds of
+                // milliseconds the first time), and closing one waits for
+                // the device: both run off the event loop.
+                let server = Arc::clone(server);
+                let region = region.map(str::to_owned);
+                let body = request.body;
+                return off_loop(responder, move || {
+                    let registry = server.shared_memory();
+                    let name = region.as_deref();
+                    let done = match (action, kind) {
+                        (ShmAction::Register, Kind::System) => shm::parse_system_register(&body)
+                            .and_then(|r| {
+                                registry.register_system(
+                                    name.unwrap_or_default(),
+                                    &r.key,
+                                    r.offset,
+                                    r.byte_size,
+                                )
+                            }),
+                        (ShmAction::Register, Kind::Cuda) => shm::parse_cuda_register(&body)
+                            .and_then(|r| {
+                                registry.register_cuda(
+                                    name.unwrap_or_default(),
+                                    &r.raw_handle,
+                                    r.device_id,
+                                    r.byte_size,
+                                )
+                            }),
+                        _ => registry.unregister(kind, name),
+                    };
+                    match done {
+                        Ok(()) => Response::json(200, Bytes::new()),
+                        Err(e) => error_response(&e),
+                    }
+                });
+            }
             _ => method_not_allowed(),
         };
         responder.respond(response);
@@ -480,6 +576,32 @@ mod tests {
         );
         assert_eq!(route("/v2/repository/models/simple"), Route::NotFound);
         assert_eq!(route("/v2/repository"), Route::NotFound);
+        let shm = |kind, region, action| Route::SharedMemory {
+            kind,
+            region,
+            action,
+        };
+        assert_eq!(
+            route("/v2/systemsharedmemory/status"),
+            shm(Kind::System, None, ShmAction::Status)
+        );
+        assert_eq!(
+            route("/v2/cudasharedmemory/region/r/register"),
+            shm(Kind::Cuda, Some("r"), ShmAction::Register)
+        );
+        assert_eq!(
+            route("/v2/systemsharedmemory/region/r/unregister"),
+            shm(Kind::System, Some("r"), ShmAction::Unregister)
+        );
+        assert_eq!(
+            route("/v2/cudasharedmemory/unregister"),
+            shm(Kind::Cuda, None, ShmAction::Unregister)
+        );
+        assert_eq!(route("/v2/systemsharedmemory/register"), Route::NotFound);
+        assert_eq!(
+            route("/v2/systemsharedmemory/region//status"),
+            Route::NotFound
+        );
     }
 
     #[test]
