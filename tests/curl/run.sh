@@ -115,6 +115,21 @@ status 200 "POST /v2/repository/index (empty body)" -- -X POST "$URL/v2/reposito
 expect_eq "repository index lists simple as READY" \
 	"$(pyjson "$WORK/body" '[m["state"] for m in d if m["name"] == "simple"]')" "['READY']"
 
+# --- shared memory extension (this server runs without --allow-client-shm) ----
+
+status 200 "GET /v2/systemsharedmemory/status" -- "$URL/v2/systemsharedmemory/status"
+expect_eq "no system regions" "$(cat "$WORK/body")" "[]"
+status 200 "GET /v2/cudasharedmemory/status" -- "$URL/v2/cudasharedmemory/status"
+status 404 "GET /v2/systemsharedmemory/region/none/status" -- \
+	"$URL/v2/systemsharedmemory/region/none/status"
+expect_eq "unknown region named" "$(pyjson "$WORK/body" 'd["error"]')" \
+	"Unable to find system shared memory region: 'none'"
+status 501 "POST /v2/systemsharedmemory/region/r/register (client shm off)" -- -X POST \
+	-d '{"key":"/k","byte_size":64}' "$URL/v2/systemsharedmemory/region/r/register"
+expect_eq "refusal names the flag" "$(pyjson "$WORK/body" 'd["error"]')" \
+	"Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
+status 405 "GET /v2/cudasharedmemory/unregister" -- "$URL/v2/cudasharedmemory/unregister"
+
 # --- binary tensor extension, as in Triton's documentation --------------------
 
 curl -sS -D "$WORK/h1" -o "$WORK/r1" -X POST \
