@@ -7,6 +7,8 @@
 
 #![allow(unsafe_code)]
 
+pub mod kernels;
+
 /// What a request does when a memory pool has no room for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Exhaustion {

@@ -1,0 +1,1 @@
+//! NVRTC-compiled kernels (being written).
