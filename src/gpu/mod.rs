@@ -1,13 +1,43 @@
 //! The only place that touches CUDA: device discovery, contexts, streams,
 //! events, the pinned host pool and the per-GPU device pools, CUDA IPC
-//! mappings and the NVRTC kernel cache. The driver is loaded at run time
-//! (cudarc with dynamic loading), so the crate builds and its CPU tests pass
-//! on a machine with no CUDA; without a driver every entry point answers a
-//! clear "no CUDA driver" error instead.
+//! mappings, GPU sampling for the metrics and the NVRTC kernel cache. The
+//! driver is loaded at run time (cudarc with dynamic loading), so the crate
+//! builds and its CPU tests pass on a machine with no CUDA; without a
+//! driver every entry point answers a clear "no CUDA driver" error instead
+//! (and [`pinned`] hands out ordinary heap memory, counted as a fallback).
+//!
+//! Layout: [`driver`] (loading, `cuInit`, devices, primary contexts),
+//! [`arena`] (the pool allocator, CUDA-free), [`memory`] (pinned and
+//! device buffers, the pools, synchronous copies), [`stream`] (streams and
+//! their asynchronous copies), [`ipc`] (CUDA IPC mappings), [`nvml`] (GPU
+//! utilization and memory), [`kernels`] (NVRTC).
+//!
+//! Who keeps memory alive while the GPU works on it: synchronous calls
+//! return after the copy; a [`Stream`] holds its operands (device buffers
+//! and host staging) until it is synchronized, and a [`PinnedBuffer`] that
+//! a download is writing into waits for that download before it can be
+//! read, written or freed.
 
 #![allow(unsafe_code)]
 
+pub mod arena;
+pub mod driver;
+pub mod ipc;
 pub mod kernels;
+pub mod memory;
+pub mod nvml;
+pub mod stream;
+
+use std::sync::{Mutex, PoisonError};
+
+pub use driver::{DeviceInfo, context, devices, init};
+pub use ipc::IpcMapping;
+pub use memory::{
+    DeviceBuffer, DevicePoolStats, PinnedBuffer, PoolStats, copy_from_host, copy_to_host,
+    device_alloc, pinned, pool_stats, stage_to_host,
+};
+pub use nvml::{GpuSample, sample};
+pub use stream::Stream;
 
 /// What a request does when a memory pool has no room for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,4 +90,36 @@ impl Default for PoolOptions {
             exhaustion: Exhaustion::default(),
         }
     }
+}
+
+static POOL_OPTIONS: Mutex<Option<PoolOptions>> = Mutex::new(None);
+
+/// Sets the pool sizes and policy; called once at server start, before
+/// any allocation. Pools are created lazily (the pinned pool on the first
+/// [`pinned`] call, a device pool on the first [`device_alloc`] on its
+/// GPU), so a server that never touches a GPU allocates nothing; a pool
+/// already created keeps the options it was created with.
+pub fn configure_pools(options: &PoolOptions) {
+    *POOL_OPTIONS.lock().unwrap_or_else(PoisonError::into_inner) = Some(options.clone());
+}
+
+/// The options pools are created with: those of [`configure_pools`], or
+/// the defaults.
+pub(crate) fn pool_options() -> PoolOptions {
+    POOL_OPTIONS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Whether a usable driver with at least one GPU is present; prints the
+/// skip line GPU-only tests answer with when not.
+#[cfg(test)]
+pub(crate) fn driver_or_skip() -> bool {
+    if init().is_ok() && !devices().is_empty() {
+        return true;
+    }
+    eprintln!("skipped: no CUDA driver");
+    false
 }

@@ -1,0 +1,167 @@
+//! CUDA IPC: device memory another process exported with
+//! `cudaIpcGetMemHandle`, opened in this process (Triton's CUDA shared
+//! memory). The mapping lives in the device's primary context and is
+//! closed on drop.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, sys};
+
+use super::driver::{bind, describe};
+use crate::core::{Error, Result};
+
+/// Size of a `cudaIpcMemHandle_t`.
+pub const HANDLE_BYTES: usize = 64;
+
+/// An IPC handle opened on one GPU: device memory of another process,
+/// mapped here until dropped. `Send + Sync`: it is a number and a
+/// context, and closing happens once, on drop.
+pub struct IpcMapping {
+    device: i32,
+    ptr: u64,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl IpcMapping {
+    /// Opens `handle` (the 64 bytes of a `cudaIpcMemHandle_t`) in
+    /// `device`'s primary context, enabling peer access lazily when the
+    /// memory is on another GPU. A handle of the wrong size or one the
+    /// driver refuses is an invalid argument.
+    pub fn open(device: i32, handle: &[u8]) -> Result<IpcMapping> {
+        let bytes: [u8; HANDLE_BYTES] = handle.try_into().map_err(|_| {
+            Error::invalid_arg(format!(
+                "a CUDA IPC handle is {HANDLE_BYTES} bytes, got {}",
+                handle.len()
+            ))
+        })?;
+        let ctx = bind(device)?;
+        let raw = sys::CUipcMemHandle_st {
+            reserved: bytes.map(|b| b as std::ffi::c_char),
+        };
+        let mut ptr: sys::CUdeviceptr = 0;
+        // SAFETY: `ptr` is a valid out-pointer; the handle is passed by
+        // value; the device's context is current (bind).
+        unsafe {
+            sys::cuIpcOpenMemHandle_v2(
+                &mut ptr,
+                raw,
+                sys::CUipcMem_flags::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS as u32,
+            )
+        }
+        .result()
+        .map_err(|e| {
+            Error::invalid_arg(format!(
+                "GPU {device}: {}",
+                describe("cuIpcOpenMemHandle_v2", e)
+            ))
+        })?;
+        let mut mapping = IpcMapping {
+            device,
+            ptr,
+            len: 0,
+            ctx,
+        };
+        let (mut base, mut size): (sys::CUdeviceptr, usize) = (0, 0);
+        // SAFETY: valid out-pointers; `ptr` is mapped (just opened).
+        unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr) }
+            .result()
+            .map_err(|e| {
+                Error::internal(format!(
+                    "GPU {device}: {}",
+                    describe("cuMemGetAddressRange_v2", e)
+                ))
+            })?;
+        // `mapping` closes the handle on the error path above.
+        mapping.len = (base + size as u64).saturating_sub(ptr) as usize;
+        Ok(mapping)
+    }
+
+    /// The GPU ordinal.
+    pub fn device(&self) -> i32 {
+        self.device
+    }
+
+    /// The device address the handle maps to.
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+
+    /// Bytes from [`IpcMapping::ptr`] to the end of the exported
+    /// allocation.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for IpcMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "IpcMapping(gpu {} @ {:#x}, {} bytes)",
+            self.device, self.ptr, self.len
+        )
+    }
+}
+
+impl Drop for IpcMapping {
+    fn drop(&mut self) {
+        if let Err(e) = self.ctx.bind_to_thread() {
+            log::error!("GPU {}: {}", self.device, describe("cuCtxSetCurrent", e));
+        }
+        // SAFETY: `ptr` was returned by cuIpcOpenMemHandle_v2 in this
+        // context and is closed once, here.
+        if let Err(e) = unsafe { sys::cuIpcCloseMemHandle(self.ptr) }.result() {
+            log::error!(
+                "GPU {}: {}",
+                self.device,
+                describe("cuIpcCloseMemHandle", e)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Code;
+    use crate::gpu::driver_or_skip;
+
+    #[test]
+    fn handle_length_is_checked_first() {
+        for len in [0, 63, 65] {
+            let e = IpcMapping::open(0, &vec![0; len]).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArg);
+            assert_eq!(
+                e.message(),
+                format!("a CUDA IPC handle is 64 bytes, got {len}")
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_driver_open_says_so() {
+        if crate::gpu::init().is_ok() {
+            eprintln!("skipped: a CUDA driver is present");
+            return;
+        }
+        let e = IpcMapping::open(0, &[0; 64]).unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(e.message().starts_with("no CUDA driver"), "{e}");
+    }
+
+    #[test]
+    fn a_bogus_handle_is_refused() {
+        if !driver_or_skip() {
+            return;
+        }
+        let e = IpcMapping::open(0, &[0x5a; 64]).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArg, "{e}");
+        assert!(e.message().contains("cuIpcOpenMemHandle_v2"), "{e}");
+    }
+}
