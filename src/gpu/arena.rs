@@ -106,7 +106,7 @@ impl Arena {
             mut len,
         } = block;
         assert!(
-            offset + len <= self.capacity && self.used >= len,
+            offset + len <= self.capacity,
             "block {block:?} does not belong to this arena"
         );
         if let Some((&prev, &prev_len)) = self.by_offset.range(..offset).next_back() {
@@ -283,7 +283,10 @@ mod tests {
             assert_eq!(o % ALIGN, 0);
             assert_eq!(l % ALIGN, 0);
             // Free neighbours are always merged.
-            assert!(end.is_none_or(|e| e < o), "uncoalesced or overlapping at {o}");
+            assert!(
+                end.is_none_or(|e| e < o),
+                "uncoalesced or overlapping at {o}"
+            );
             end = Some(o + l);
         }
     }
@@ -353,8 +356,10 @@ mod tests {
                 let i = (seed as usize / 3) % live.len();
                 a.free(live.swap_remove(i));
             } else if let Some(b) = a.alloc(seed % 20_000) {
-                assert!(live.iter().all(|l| b.offset + b.len <= l.offset
-                    || l.offset + l.len <= b.offset));
+                assert!(
+                    live.iter()
+                        .all(|l| b.offset + b.len <= l.offset || l.offset + l.len <= b.offset)
+                );
                 live.push(b);
             }
         }

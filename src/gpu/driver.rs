@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(e.code(), Code::InvalidArg);
         assert!(e.message().contains("this machine has"), "{e}");
         let info = &devices()[0];
-        assert!(info.uuid.starts_with("GPU-") && info.uuid.len() == 40, "{info:?}");
+        assert!(
+            info.uuid.starts_with("GPU-") && info.uuid.len() == 40,
+            "{info:?}"
+        );
         assert!(info.total_memory > 0 && info.compute_capability.0 >= 3);
         let ctx = context(info.ordinal).unwrap();
         assert!(Arc::ptr_eq(&ctx, &context(info.ordinal).unwrap()));

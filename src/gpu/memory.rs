@@ -87,9 +87,8 @@ fn host_alloc(len: usize) -> Result<usize> {
     bind(HOST_ALLOC_DEVICE)?;
     // SAFETY: a context is current (bind); the memory is only handed out
     // as bytes, which any content is valid for.
-    let ptr = unsafe { result::malloc_host(len, sys::CU_MEMHOSTALLOC_PORTABLE) }.map_err(|e| {
-        Error::unavailable(describe(&format!("cuMemHostAlloc of {len} bytes"), e))
-    })?;
+    let ptr = unsafe { result::malloc_host(len, sys::CU_MEMHOSTALLOC_PORTABLE) }
+        .map_err(|e| Error::unavailable(describe(&format!("cuMemHostAlloc of {len} bytes"), e)))?;
     Ok(ptr as usize)
 }
 
@@ -367,7 +366,10 @@ pub fn device_alloc(device: i32, len: usize) -> Result<DeviceBuffer> {
     let ctx = bind(device)?;
     let pool = device_pool(device, &ctx);
     let (ptr, storage) = match pool.pool.reserve(len)? {
-        Grant::Block(block) => (pool.base + block.offset, DeviceStorage::Pool { pool, block }),
+        Grant::Block(block) => (
+            pool.base + block.offset,
+            DeviceStorage::Pool { pool, block },
+        ),
         Grant::Outside => {
             // SAFETY: the device's context is current (bind above).
             let ptr = unsafe { result::malloc_sync(len.max(1)) }.map_err(|e| {
@@ -642,7 +644,10 @@ mod tests {
         let p = pinned(100).unwrap();
         assert!(p.is_pinned());
         let stats = pool_stats();
-        assert!(stats.pinned_used >= 256 && stats.pinned_capacity > 0, "{stats:?}");
+        assert!(
+            stats.pinned_used >= 256 && stats.pinned_capacity > 0,
+            "{stats:?}"
+        );
         assert!(stats.devices[0].used >= 10_000, "{stats:?}");
         // Far larger than the default pool: a separate allocation.
         let big = device_alloc(0, 256 << 20).unwrap();

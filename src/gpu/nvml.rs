@@ -70,9 +70,8 @@ impl Nvml {
         let library = unsafe { Library::new("libnvidia-ml.so.1") }.map_err(|e| e.to_string())?;
         // SAFETY: each symbol is declared with NVML's C signature.
         unsafe {
-            let init: unsafe extern "C" fn() -> c_int = *library
-                .get(b"nvmlInit_v2\0")
-                .map_err(|e| e.to_string())?;
+            let init: unsafe extern "C" fn() -> c_int =
+                *library.get(b"nvmlInit_v2\0").map_err(|e| e.to_string())?;
             let count: unsafe extern "C" fn(*mut c_uint) -> c_int = *library
                 .get(b"nvmlDeviceGetCount_v2\0")
                 .map_err(|e| e.to_string())?;
@@ -120,7 +119,10 @@ impl Nvml {
 
     /// (utilization, total, used) of the device with `uuid`.
     fn read(&self, uuid: &str) -> Option<(f64, u64, u64)> {
-        let &(_, device) = self.by_uuid.iter().find(|(u, _)| u.eq_ignore_ascii_case(uuid))?;
+        let &(_, device) = self
+            .by_uuid
+            .iter()
+            .find(|(u, _)| u.eq_ignore_ascii_case(uuid))?;
         let mut util = NvmlUtilization::default();
         let mut memory = NvmlMemory::default();
         // SAFETY: `device` is a handle NVML gave; the out-pointers are
@@ -196,7 +198,10 @@ mod tests {
         let samples = sample();
         assert_eq!(samples.len(), devices().len(), "{samples:?}");
         for s in samples {
-            assert!(s.memory_total > 0 && s.memory_used <= s.memory_total, "{s:?}");
+            assert!(
+                s.memory_total > 0 && s.memory_used <= s.memory_total,
+                "{s:?}"
+            );
             assert!(s.utilization.is_none_or(|u| (0.0..=1.0).contains(&u)));
         }
     }

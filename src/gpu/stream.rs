@@ -68,7 +68,9 @@ impl Stream {
     /// Keeps `bytes` alive until the next [`Stream::synchronize`]: for
     /// device memory that kernels launched on [`Stream::cuda`] use.
     pub fn keep(&self, bytes: &DeviceBytes) {
-        self.hold([Operand::Device { _bytes: bytes.clone() }]);
+        self.hold([Operand::Device {
+            _bytes: bytes.clone(),
+        }]);
     }
 
     fn hold<const N: usize>(&self, operands: [Operand; N]) {
@@ -114,7 +116,12 @@ impl Stream {
         // held by the stream until synchronize.
         unsafe { result::memcpy_htod_async(dst.ptr(), &staging, self.cuda.cu_stream()) }
             .map_err(|e| internal(&format!("GPU {}: cuMemcpyHtoDAsync_v2", self.device), e))?;
-        self.hold([Operand::Host { _staging: staging }, Operand::Device { _bytes: dst.clone() }]);
+        self.hold([
+            Operand::Host { _staging: staging },
+            Operand::Device {
+                _bytes: dst.clone(),
+            },
+        ]);
         Ok(())
     }
 
@@ -142,7 +149,9 @@ impl Stream {
             },
             || self.record(),
         )?;
-        self.hold([Operand::Device { _bytes: src.clone() }]);
+        self.hold([Operand::Device {
+            _bytes: src.clone(),
+        }]);
         Ok(())
     }
 
@@ -177,7 +186,14 @@ impl Stream {
             .map_err(|e| describe("cuMemcpyPeerAsync", e))
         };
         done.map_err(|e| Error::internal(format!("GPU {}: {e}", self.device)))?;
-        self.hold([Operand::Device { _bytes: src.clone() }, Operand::Device { _bytes: dst.clone() }]);
+        self.hold([
+            Operand::Device {
+                _bytes: src.clone(),
+            },
+            Operand::Device {
+                _bytes: dst.clone(),
+            },
+        ]);
         Ok(())
     }
 
