@@ -1,19 +1,45 @@
-//! CUDA regions: a `gpu::IpcMapping` seen as a [`CudaMapping`].
+//! CUDA regions: a [`gpu::IpcMapping`] as the registry's [`CudaMapping`],
+//! and staging of CUDA bytes to host for backends that read host memory.
 
-use crate::core::{Error, Result};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::core::{DeviceBytes, Result};
+use crate::gpu;
 
 use super::CudaMapping;
 
-/// Opens `handle` on `device` through the driver.
-pub(super) fn open(_device: i32, _handle: &[u8]) -> Result<Box<dyn CudaMapping>> {
-    Err(Error::unavailable(
-        "no CUDA driver: GPU support is being wired",
-    ))
+impl CudaMapping for gpu::IpcMapping {
+    fn ptr(&self) -> u64 {
+        gpu::IpcMapping::ptr(self)
+    }
+
+    fn allocation_len(&self) -> usize {
+        self.len()
+    }
+
+    fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        // The registry checked that `offset + data.len()` lies inside the
+        // region; the DeviceBytes made here lives only for the copy, while
+        // the caller holds the region (and with it this mapping).
+        let dst = DeviceBytes::new(
+            self.device(),
+            gpu::IpcMapping::ptr(self) + offset as u64,
+            data.len(),
+            Arc::new(()),
+        );
+        gpu::copy_from_host(data, &dst)
+    }
 }
 
-/// Copies `device` bytes to host memory.
-pub(super) fn stage_to_host(_device: &crate::core::DeviceBytes) -> Result<bytes::Bytes> {
-    Err(Error::unavailable(
-        "no CUDA driver: GPU support is being wired",
-    ))
+/// Opens `handle` on `device` through the driver.
+pub(super) fn open(device: i32, handle: &[u8]) -> Result<Box<dyn CudaMapping>> {
+    Ok(Box::new(gpu::IpcMapping::open(device, handle)?))
+}
+
+/// Copies `device` bytes to pinned host memory (one copy, the price of a
+/// CPU instance reading CUDA shared memory).
+pub(super) fn stage_to_host(device: &DeviceBytes) -> Result<Bytes> {
+    gpu::stage_to_host(device)
 }
