@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod builtin;
+pub mod cuda;
 pub mod ocr;
 pub mod onnx;
 pub mod sequence;
@@ -213,6 +214,7 @@ impl BackendRegistry {
         for backend in builtin::all().into_iter().chain(ocr::all()) {
             registry.register(backend);
         }
+        registry.register(cuda::backend());
         registry
     }
 

@@ -218,7 +218,11 @@ impl Program {
         // in Drop).
         match unsafe { nvrtc_result::get_program_log(self.raw) } {
             Ok(log) => {
-                let bytes: Vec<u8> = log.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+                let bytes: Vec<u8> = log
+                    .iter()
+                    .map(|&c| c as u8)
+                    .take_while(|&b| b != 0)
+                    .collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             }
             Err(e) => format!("(no log: {:?})", e.0),
@@ -243,7 +247,11 @@ impl Program {
         // SAFETY: `raw` is a live, compiled program.
         let ptx = unsafe { nvrtc_result::get_ptx(self.raw) }
             .map_err(|e| nvrtc_error("nvrtcGetPTX", e))?;
-        Ok(ptx.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect())
+        Ok(ptx
+            .iter()
+            .map(|&c| c as u8)
+            .take_while(|&b| b != 0)
+            .collect())
     }
 }
 
@@ -314,7 +322,8 @@ fn build_module(
             Ok(module) => return Ok(module),
             Err(e) => log::warn!(
                 "kernel cache: {} not loadable on GPU {device} ({e}); recompiling",
-                disk.map(|d| d.path(&key).display().to_string()).unwrap_or_default()
+                disk.map(|d| d.path(&key).display().to_string())
+                    .unwrap_or_default()
             ),
         }
     }
@@ -527,7 +536,13 @@ pub fn add_sub(
         return Ok(());
     };
     let func = function(ctx, kernel)?;
-    let (a, b, s, d, len) = (in0.ptr(), in1.ptr(), out_sum.ptr(), out_diff.ptr(), n as u64);
+    let (a, b, s, d, len) = (
+        in0.ptr(),
+        in1.ptr(),
+        out_sum.ptr(),
+        out_diff.ptr(),
+        n as u64,
+    );
     let mut launch = stream.cuda().launch_builder(&func);
     launch.arg(&a).arg(&b).arg(&s).arg(&d).arg(&len);
     // SAFETY: the kernel's parameters are (const T*, const T*, T*, T*,

@@ -164,7 +164,8 @@ impl DiskCache {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = write_file(&temp, &encode(key, compiled)).and_then(|()| fs::rename(&temp, &path));
+        let written =
+            write_file(&temp, &encode(key, compiled)).and_then(|()| fs::rename(&temp, &path));
         if written.is_err() {
             // Best effort: a stray temporary file is harmless, only untidy.
             let _ = fs::remove_file(&temp);
@@ -218,14 +219,18 @@ mod tests {
     use super::*;
 
     fn key() -> Key {
-        Key::new("elementwise", "src", &["--fmad=false".into()], (13, 0), "sm_90")
+        Key::new(
+            "elementwise",
+            "src",
+            &["--fmad=false".into()],
+            (13, 0),
+            "sm_90",
+        )
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "nereid-kernel-cache-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("nereid-kernel-cache-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -234,13 +239,43 @@ mod tests {
     fn key_covers_every_input() {
         let base = key();
         let variants = [
-            Key::new("preprocess", "src", &["--fmad=false".into()], (13, 0), "sm_90"),
-            Key::new("elementwise", "src2", &["--fmad=false".into()], (13, 0), "sm_90"),
+            Key::new(
+                "preprocess",
+                "src",
+                &["--fmad=false".into()],
+                (13, 0),
+                "sm_90",
+            ),
+            Key::new(
+                "elementwise",
+                "src2",
+                &["--fmad=false".into()],
+                (13, 0),
+                "sm_90",
+            ),
             Key::new("elementwise", "src", &[], (13, 0), "sm_90"),
-            Key::new("elementwise", "src", &["--fmad=false".into()], (13, 1), "sm_90"),
-            Key::new("elementwise", "src", &["--fmad=false".into()], (13, 0), "sm_80"),
+            Key::new(
+                "elementwise",
+                "src",
+                &["--fmad=false".into()],
+                (13, 1),
+                "sm_90",
+            ),
+            Key::new(
+                "elementwise",
+                "src",
+                &["--fmad=false".into()],
+                (13, 0),
+                "sm_80",
+            ),
             // Field boundaries matter: "ab" + "c" is not "a" + "bc".
-            Key::new("elementwise", "src--fmad", &["=false".into()], (13, 0), "sm_90"),
+            Key::new(
+                "elementwise",
+                "src--fmad",
+                &["=false".into()],
+                (13, 0),
+                "sm_90",
+            ),
         ];
         for v in &variants {
             assert_ne!(v.hash, base.hash, "{v:?}");

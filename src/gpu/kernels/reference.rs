@@ -16,10 +16,7 @@ pub fn add_sub_i32(in0: &[i32], in1: &[i32]) -> (Vec<i32>, Vec<i32>) {
 
 /// `(in0 + in1, in0 - in1)` element-wise, as `add_sub_f32` computes.
 pub fn add_sub_f32(in0: &[f32], in1: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    in0.iter()
-        .zip(in1)
-        .map(|(&a, &b)| (a + b, a - b))
-        .unzip()
+    in0.iter().zip(in1).map(|(&a, &b)| (a + b, a - b)).unzip()
 }
 
 /// One axis of the half-pixel bilinear mapping: the two source indices and
@@ -44,12 +41,12 @@ pub fn preprocess(src: &[u8], image: &Image, params: &Preprocess) -> Vec<f32> {
     params
         .validate(image)
         .expect("reference preprocess: invalid parameters");
-    let (h, w, c) = (
-        image.height,
-        image.width,
-        image.channels as usize,
+    let (h, w, c) = (image.height, image.width, image.channels as usize);
+    assert_eq!(
+        src.len(),
+        h as usize * w as usize * c,
+        "reference preprocess: source size"
     );
-    assert_eq!(src.len(), h as usize * w as usize * c, "reference preprocess: source size");
     let args = params.kernel_args(image);
     let (oh, ow) = (params.out_height as usize, params.out_width as usize);
     let plane = oh * ow;
