@@ -1,6 +1,7 @@
-//! The `nereid` binary: parse the command line, start logging, build the
-//! service, serve HTTP, gRPC and metrics, wait for SIGINT or SIGTERM, drain
-//! in-flight requests on both for up to `--exit-timeout-secs`, exit.
+//! The `nereid` binary: parse the command line, start logging, size the
+//! memory pools and discover the GPUs, build the service, serve HTTP, gRPC
+//! and metrics, wait for SIGINT or SIGTERM, drain in-flight requests on
+//! both for up to `--exit-timeout-secs`, exit.
 //!
 //! Exit codes: 0 after a clean shutdown (or `--help`/`--version`), 1 for a
 //! bad command line or a server that cannot start.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nereid::backend::onnx::{OnnxOptions, ThreadCounts};
 use nereid::cli::{self, Command, ModelControlMode, Options};
-use nereid::gpu::{Exhaustion, PoolOptions};
+use nereid::gpu::{self, Exhaustion, PoolOptions};
 use nereid::logging;
 use nereid::metrics::MetricsEndpoint;
 use nereid::net::{GrpcServer, HttpServer, HttpService};
@@ -73,6 +74,8 @@ fn server_options(options: &Options) -> ServerOptions {
             },
             startup_models: options.load_models.clone(),
             auto_complete: !options.strict_model_config,
+            // KIND_GPU instance groups are accepted on the GPUs found.
+            available_gpus: gpu::devices().iter().map(|d| d.ordinal).collect(),
             ..ManagerOptions::default()
         },
         onnxruntime: OnnxOptions {
@@ -93,6 +96,28 @@ fn server_options(options: &Options) -> ServerOptions {
             exhaustion: Exhaustion::parse(&options.memory_pool_exhaustion).unwrap_or_default(),
         },
         ..ServerOptions::default()
+    }
+}
+
+/// Logs the GPUs found, or why there are none.
+fn log_gpus() {
+    let devices = gpu::devices();
+    if devices.is_empty() {
+        match gpu::init() {
+            Err(e) => log::info!("{e}: GPU features off"),
+            Ok(()) => log::info!("no CUDA device found: GPU features off"),
+        }
+    }
+    for d in devices {
+        log::info!(
+            "GPU {}: {} (compute capability {}.{}, {} MiB, {})",
+            d.ordinal,
+            d.name,
+            d.compute_capability.0,
+            d.compute_capability.1,
+            d.total_memory >> 20,
+            d.uuid
+        );
     }
 }
 
@@ -122,9 +147,11 @@ fn serve(options: &Options) -> Result<(), String> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
-    let server = Arc::new(
-        Server::new(server_options(options)).map_err(|e| format!("error: creating server: {e}"))?,
-    );
+    let server_options = server_options(options);
+    gpu::configure_pools(&server_options.pools);
+    log_gpus();
+    let server =
+        Arc::new(Server::new(server_options).map_err(|e| format!("error: creating server: {e}"))?);
     let grpc = if options.allow_grpc {
         let service = GrpcService::new(Arc::clone(&server), options.grpc_config());
         let handle = GrpcServer::start(options.grpc_server_config(), service).map_err(|e| {

@@ -352,7 +352,7 @@ mod tests {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            if seed % 3 == 0 && !live.is_empty() {
+            if seed.is_multiple_of(3) && !live.is_empty() {
                 let i = (seed as usize / 3) % live.len();
                 a.free(live.swap_remove(i));
             } else if let Some(b) = a.alloc(seed % 20_000) {

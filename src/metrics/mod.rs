@@ -13,12 +13,21 @@
 //! `nv_inference_{request,queue,compute_input,compute_infer,compute_output}_duration_us`
 //! of successful requests, `nv_inference_pending_request_count`; for the
 //! machine `nv_cpu_utilization`, `nv_cpu_memory_total_bytes`,
-//! `nv_cpu_memory_used_bytes` (left out where unknown).
+//! `nv_cpu_memory_used_bytes` (left out where unknown); per GPU
+//! (`gpu_uuid` label) `nv_gpu_utilization`, `nv_gpu_memory_total_bytes`,
+//! `nv_gpu_memory_used_bytes`, sampled with the machine figures (absent on
+//! a machine without GPUs, as Triton's are).
 //!
 //! nereid adds, under the `nereid_` prefix: histograms of request, queue
 //! and compute (backend) durations in seconds and of execution batch
 //! sizes (bounds in [`crate::scheduler::stats`]), executions per dispatch
-//! reason, and cancelled requests.
+//! reason, and cancelled requests; the memory pools' occupancy
+//! (`nereid_pinned_pool_bytes{state}`, `nereid_cuda_pool_bytes{gpu,state}`
+//! with `state` `capacity` or `used`) and the allocations served outside a
+//! full pool (`nereid_memory_pool_fallbacks_total{pool="pinned"|"cuda"}`,
+//! with `gpu` for `cuda`). The pool families are always present, at zero
+//! on a machine without CUDA (where a pinned fallback is heap memory), so
+//! queries need not special-case it.
 
 pub mod exposition;
 pub mod system;
@@ -28,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::gpu::{self, GpuSample, PoolStats};
 use crate::net::{HttpConfig, HttpServer, HttpServerHandle, HttpService, Responder};
 use crate::protocol::http1::{Request, Response};
 use crate::scheduler::stats::{FailureReason, Label, LatencyHistogram, ModelStats, StatDuration};
@@ -138,8 +148,28 @@ const LATENCIES: &[Latency] = &[
     },
 ];
 
-/// Renders every metric: per model version, then the machine's.
+/// The GPUs' figures and the memory pools' occupancy at a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct GpuFigures {
+    /// The sampler's latest figures, one per GPU.
+    pub gpus: Vec<GpuSample>,
+    /// The pools now.
+    pub pools: PoolStats,
+}
+
+/// Renders every metric as on a machine without GPUs and with the pools
+/// untouched (see [`render_with_gpus`]).
 pub fn render(models: &[ModelMetrics], system: &SystemSample) -> String {
+    render_with_gpus(models, system, &GpuFigures::default())
+}
+
+/// Renders every metric: per model version, then the machine's, the GPUs'
+/// and the memory pools'.
+pub fn render_with_gpus(
+    models: &[ModelMetrics],
+    system: &SystemSample,
+    gpu: &GpuFigures,
+) -> String {
     let mut e = Exposition::default();
     let version: Vec<String> = models.iter().map(|m| m.version.to_string()).collect();
     let labels = |i: usize| {
@@ -244,7 +274,79 @@ pub fn render(models: &[ModelMetrics], system: &SystemSample) -> String {
         );
         e.sample("nv_cpu_memory_used_bytes", &[], memory.used);
     }
+    render_gpus(&mut e, &gpu.gpus);
+    render_pools(&mut e, &gpu.pools);
     e.finish()
+}
+
+fn gpu_uuid(g: &GpuSample) -> [(&'static str, &str); 1] {
+    [("gpu_uuid", g.uuid.as_str())]
+}
+
+fn render_gpus(e: &mut Exposition, gpus: &[GpuSample]) {
+    if gpus.iter().any(|g| g.utilization.is_some()) {
+        e.family(
+            "nv_gpu_utilization",
+            Kind::Gauge,
+            "GPU utilization over the driver's last sample period [0.0 - 1.0]",
+        );
+        for g in gpus {
+            if let Some(u) = g.utilization {
+                e.sample_f64("nv_gpu_utilization", &gpu_uuid(g), u);
+            }
+        }
+    }
+    if gpus.is_empty() {
+        return;
+    }
+    e.family(
+        "nv_gpu_memory_total_bytes",
+        Kind::Gauge,
+        "Memory of the GPU, in bytes",
+    );
+    for g in gpus {
+        e.sample("nv_gpu_memory_total_bytes", &gpu_uuid(g), g.memory_total);
+    }
+    e.family(
+        "nv_gpu_memory_used_bytes",
+        Kind::Gauge,
+        "Memory of the GPU in use by any process, in bytes",
+    );
+    for g in gpus {
+        e.sample("nv_gpu_memory_used_bytes", &gpu_uuid(g), g.memory_used);
+    }
+}
+
+fn render_pools(e: &mut Exposition, pools: &PoolStats) {
+    let pinned = "nereid_pinned_pool_bytes";
+    e.family(
+        pinned,
+        Kind::Gauge,
+        "Pinned host memory pool size (state=capacity) and bytes handed out (state=used)",
+    );
+    e.sample(pinned, &[("state", "capacity")], pools.pinned_capacity);
+    e.sample(pinned, &[("state", "used")], pools.pinned_used);
+    let cuda = "nereid_cuda_pool_bytes";
+    e.family(
+        cuda,
+        Kind::Gauge,
+        "Device memory pool size (state=capacity) and bytes handed out (state=used), per GPU",
+    );
+    let ordinals: Vec<String> = pools.devices.iter().map(|d| d.device.to_string()).collect();
+    for (d, gpu) in pools.devices.iter().zip(&ordinals) {
+        e.sample(cuda, &[("gpu", gpu), ("state", "capacity")], d.capacity);
+        e.sample(cuda, &[("gpu", gpu), ("state", "used")], d.used);
+    }
+    let fallbacks = "nereid_memory_pool_fallbacks_total";
+    e.family(
+        fallbacks,
+        Kind::Counter,
+        "Allocations served outside a memory pool because it was full (pinned: also heap memory without a CUDA driver)",
+    );
+    e.sample(fallbacks, &[("pool", "pinned")], pools.pinned_fallbacks);
+    for (d, gpu) in pools.devices.iter().zip(&ordinals) {
+        e.sample(fallbacks, &[("pool", "cuda"), ("gpu", gpu)], d.fallbacks);
+    }
 }
 
 /// Answers scrapes: `GET /metrics`; 404 for any other path, 405 for any
@@ -264,7 +366,11 @@ impl HttpService for MetricsService {
                 .with_header("Allow", "GET")
                 .with_body(format!("Method {} not allowed; use GET\n", request.method))
         } else {
-            let text = render(&self.server.model_metrics(), &self.sampler.latest());
+            let gpu = GpuFigures {
+                gpus: self.sampler.latest_gpus(),
+                pools: gpu::pool_stats(),
+            };
+            let text = render_with_gpus(&self.server.model_metrics(), &self.sampler.latest(), &gpu);
             Response::new(200)
                 .with_header("Content-Type", exposition::CONTENT_TYPE)
                 .with_body(text)
@@ -347,7 +453,27 @@ mod tests {
                 used: 1024,
             }),
         };
-        let text = render(&[model("m")], &system);
+        let gpu = GpuFigures {
+            gpus: vec![GpuSample {
+                device: 0,
+                uuid: "GPU-00112233-4455-6677-8899-aabbccddeeff".to_owned(),
+                utilization: Some(0.25),
+                memory_total: 80 << 30,
+                memory_used: 1 << 30,
+            }],
+            pools: PoolStats {
+                pinned_capacity: 1 << 28,
+                pinned_used: 4096,
+                pinned_fallbacks: 2,
+                devices: vec![gpu::DevicePoolStats {
+                    device: 0,
+                    capacity: 1 << 26,
+                    used: 512,
+                    fallbacks: 1,
+                }],
+            },
+        };
+        let text = render_with_gpus(&[model("m")], &system, &gpu);
         let golden = include_str!("golden.txt");
         assert_eq!(text, golden, "\n{text}");
     }
@@ -357,5 +483,39 @@ mod tests {
         let text = render(&[], &SystemSample::default());
         assert!(!text.contains("nv_cpu"), "{text}");
         assert!(text.contains("# TYPE nv_inference_request_success counter\n"));
+    }
+
+    #[test]
+    fn without_gpus_the_pool_families_stay_at_zero() {
+        let text = render(&[], &SystemSample::default());
+        assert!(!text.contains("nv_gpu"), "{text}");
+        for line in [
+            "# TYPE nereid_pinned_pool_bytes gauge\n",
+            "nereid_pinned_pool_bytes{state=\"capacity\"} 0\n",
+            "nereid_pinned_pool_bytes{state=\"used\"} 0\n",
+            "# TYPE nereid_cuda_pool_bytes gauge\n",
+            "# TYPE nereid_memory_pool_fallbacks_total counter\n",
+            "nereid_memory_pool_fallbacks_total{pool=\"pinned\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("nereid_cuda_pool_bytes{"), "{text}");
+    }
+
+    #[test]
+    fn utilization_is_left_out_where_unknown() {
+        let gpu = GpuFigures {
+            gpus: vec![GpuSample {
+                device: 1,
+                uuid: "GPU-x".to_owned(),
+                utilization: None,
+                memory_total: 10,
+                memory_used: 3,
+            }],
+            pools: PoolStats::default(),
+        };
+        let text = render_with_gpus(&[], &SystemSample::default(), &gpu);
+        assert!(!text.contains("nv_gpu_utilization"), "{text}");
+        assert!(text.contains("nv_gpu_memory_used_bytes{gpu_uuid=\"GPU-x\"} 3\n"));
     }
 }

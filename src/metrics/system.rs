@@ -6,10 +6,16 @@
 //! those files cannot be read (not Linux), the figures stay unknown and
 //! the metrics are left out. Parsing is separate from reading, so it is
 //! tested on fixture text.
+//!
+//! The same thread samples the GPUs ([`crate::gpu::sample`]) at each
+//! reading, first right after it starts (loading the driver and NVML there,
+//! off the thread that starts the server).
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::gpu::{self, GpuSample};
 
 /// Cumulative CPU time counters of all CPUs, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +98,7 @@ pub struct SystemSample {
 
 struct State {
     latest: SystemSample,
+    gpus: Vec<GpuSample>,
     stop: bool,
 }
 
@@ -128,6 +135,7 @@ impl SystemSampler {
                     cpu_utilization: None,
                     memory: read_memory(),
                 },
+                gpus: Vec::new(),
                 stop: false,
             }),
             Condvar::new(),
@@ -138,7 +146,9 @@ impl SystemSampler {
             .name("nereid-metrics".to_owned())
             .spawn(move || {
                 let (lock, wake) = &*thread_shared;
+                let gpus = gpu::sample();
                 let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                state.gpus = gpus;
                 loop {
                     state = wake
                         .wait_timeout_while(state, interval, |s| !s.stop)
@@ -155,7 +165,9 @@ impl SystemSampler {
                     };
                     previous = now;
                     let memory = read_memory();
+                    let gpus = gpu::sample();
                     state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.gpus = gpus;
                     state.latest = SystemSample {
                         cpu_utilization: cpu_utilization.or(state.latest.cpu_utilization),
                         memory,
@@ -175,6 +187,16 @@ impl SystemSampler {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .latest
+    }
+
+    /// The GPUs' latest figures (none without GPUs).
+    pub fn latest_gpus(&self) -> Vec<GpuSample> {
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .gpus
+            .clone()
     }
 }
 
