@@ -155,6 +155,86 @@ mod tests {
         assert!(e.message().starts_with("no CUDA driver"), "{e}");
     }
 
+    /// Set in the helper process that exports memory for
+    /// [`opens_memory_another_process_exported`].
+    const EXPORTER: &str = "NEREID_TEST_IPC_EXPORTER";
+    const PATTERN_BYTES: usize = 4096;
+
+    fn pattern() -> Vec<u8> {
+        (0..PATTERN_BYTES).map(|i| (i % 253) as u8).collect()
+    }
+
+    /// Only does something as the helper process: allocates device memory,
+    /// fills it, prints its IPC handle and keeps it until stdin closes.
+    #[test]
+    fn ipc_exporter() {
+        use std::io::{Read, Write};
+        if std::env::var_os(EXPORTER).is_none() {
+            return;
+        }
+        bind(0).unwrap();
+        // SAFETY: a context is current; the memory is freed below.
+        let ptr = unsafe { cudarc::driver::result::malloc_sync(PATTERN_BYTES) }.unwrap();
+        let bytes = crate::core::DeviceBytes::new(0, ptr, PATTERN_BYTES, Arc::new(()));
+        crate::gpu::copy_from_host(&pattern(), &bytes).unwrap();
+        let mut handle = sys::CUipcMemHandle_st { reserved: [0; 64] };
+        // SAFETY: valid out-pointer; `ptr` is a cuMemAlloc allocation.
+        unsafe { sys::cuIpcGetMemHandle(&mut handle, ptr) }
+            .result()
+            .unwrap();
+        let hex: String = handle
+            .reserved
+            .iter()
+            .map(|&b| format!("{:02x}", b as u8))
+            .collect();
+        println!("HANDLE {hex}");
+        std::io::stdout().flush().unwrap();
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        // SAFETY: allocated above, freed once; the importer has closed it.
+        unsafe { cudarc::driver::result::free_sync(ptr) }.unwrap();
+    }
+
+    #[test]
+    fn opens_memory_another_process_exported() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        if !driver_or_skip() || std::env::var_os(EXPORTER).is_some() {
+            return;
+        }
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "gpu::ipc::tests::ipc_exporter", "--nocapture"])
+            .env(EXPORTER, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map(Result::unwrap);
+        let line = lines
+            .find(|l| l.starts_with("HANDLE "))
+            .expect("the exporter printed no handle");
+        let hex = &line["HANDLE ".len()..];
+        let handle: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let mapping = IpcMapping::open(0, &handle).unwrap();
+        assert!(mapping.len() >= PATTERN_BYTES, "{mapping:?}");
+        assert_eq!(mapping.device(), 0);
+        let bytes =
+            crate::core::DeviceBytes::new(0, mapping.ptr(), PATTERN_BYTES, Arc::new(mapping));
+        let mut back = vec![0; PATTERN_BYTES];
+        crate::gpu::copy_to_host(&bytes, &mut back).unwrap();
+        assert!(back == pattern());
+        drop(bytes);
+        drop(child.stdin.take());
+        // Read what the helper's test harness still prints, or it fails on
+        // a broken pipe.
+        lines.for_each(drop);
+        assert!(child.wait().unwrap().success());
+    }
+
     #[test]
     fn a_bogus_handle_is_refused() {
         if !driver_or_skip() {

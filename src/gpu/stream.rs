@@ -273,4 +273,32 @@ mod tests {
         let e = stream.upload(&data[1..], &device_alloc(0, 4).unwrap().into_bytes());
         assert_eq!(e.unwrap_err().code(), Code::InvalidArg);
     }
+
+    #[test]
+    fn streams_on_many_threads_keep_their_data_apart() {
+        if !driver_or_skip() {
+            return;
+        }
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let stream = Stream::new(0).unwrap();
+                    for i in 0..50usize {
+                        let len = 1 + (i * 7919 + usize::from(t) * 104_729) % 300_000;
+                        let data: Vec<u8> = (0..len).map(|j| (j as u8) ^ t ^ (i as u8)).collect();
+                        let dev = device_alloc(0, len).unwrap().into_bytes();
+                        stream.upload(&data, &dev).unwrap();
+                        let mut out = pinned(len).unwrap();
+                        stream.download(&dev, &mut out).unwrap();
+                        let out = out.into_bytes();
+                        assert!(out[..] == data[..], "thread {t} round {i}");
+                    }
+                    stream.synchronize().unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
 }
