@@ -63,7 +63,10 @@ impl Exhaustion {
     }
 }
 
-/// Sizes of the memory pools and what happens when one is full.
+/// Sizes of the memory pools and what happens when one is full. A size of
+/// 0 turns that pool off: every allocation is then a separate one, never
+/// refused by the policy and not counted as a fallback (nothing was
+/// exhausted; see [`arena::Pool`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
     /// Pinned host pool size (`--pinned-memory-pool-byte-size`).

@@ -147,7 +147,19 @@ impl Stream {
                 }
                 .map_err(|e| internal(&format!("GPU {}: cuMemcpyDtoHAsync_v2", self.device), e))
             },
-            || self.record(),
+            || {
+                self.record().inspect_err(|_| {
+                    // No fence: wait here instead, so `dst` is not freed
+                    // under the copy.
+                    if let Err(e) = self.cuda.synchronize() {
+                        log::error!(
+                            "GPU {}: {}",
+                            self.device,
+                            describe("cuStreamSynchronize", e)
+                        );
+                    }
+                })
+            },
         )?;
         self.hold([Operand::Device {
             _bytes: src.clone(),
