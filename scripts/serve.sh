@@ -9,4 +9,10 @@ cargo build --release --locked --bin nereid
 bash scripts/fetch-onnxruntime.sh >/dev/null
 # The `ocr` ensemble's PP-OCR models: fetched once, then found in place.
 bash scripts/fetch-ocr-models.sh
-exec target/release/nereid --model-repository model_repository "$@"
+# The GPU models (the `cuda` backend) need a CUDA driver: served when one is
+# installed.
+repositories=(--model-repository model_repository)
+if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+	repositories+=(--model-repository model_repository_gpu)
+fi
+exec target/release/nereid "${repositories[@]}" "$@"
