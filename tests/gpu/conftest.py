@@ -86,9 +86,11 @@ def cudashm():
     importing it needs cuda-bindings and a driver."""
     try:
         import tritonclient.utils.cuda_shared_memory as module
+
+        return module
     except Exception as e:  # RuntimeError without cuda-bindings, others from the runtime
-        pytest.fail(f"tritonclient.utils.cuda_shared_memory does not import: {e!r}")
-    return module
+        problem = repr(e)
+    pytest.fail(f"tritonclient.utils.cuda_shared_memory does not import: {problem}")
 
 
 def _env_url(name):
@@ -140,15 +142,19 @@ class Client:
             return self.mod.InferRequestedOutput(name, binary_data=True)
         return self.mod.InferRequestedOutput(name)
 
-    def output_region(self, result, name):
-        """The shared-memory region the response says output `name` was
-        written to (None: it came back in the body)."""
-        output = result.get_output(name)
-        assert output is not None, f"no output {name} in the response"
+    def in_body(self, result, name):
+        """Whether output `name` came back in the response body (outputs
+        written to shared memory do not)."""
         if self.proto == "http":
-            return (output.get("parameters") or {}).get("shared_memory_region")
-        param = output.parameters.get("shared_memory_region")
-        return param.string_param if param is not None else None
+            output = result.get_output(name)
+            assert output is not None, f"no output {name} in the response"
+            return "data" in output or "binary_data_size" in (output.get("parameters") or {})
+        response = result.get_response()
+        names = [o.name for o in response.outputs]
+        assert name in names, f"no output {name} in the response"
+        index = names.index(name)
+        raw = response.raw_output_contents
+        return index < len(raw) and len(raw[index]) > 0
 
     def system_status(self, name=""):
         """{region name: {field: value}} of the registered system regions."""
@@ -216,16 +222,26 @@ def client(request, http_url, grpc_url):
     c.close()
 
 
-def wait_model_ready(c, model, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if c.client.is_model_ready(model):
-                return
-        except InferenceServerException:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"model '{model}' is not ready on the server (see server.log)")
+_READINESS = {}
+
+
+def wait_model_ready(c, model, timeout=30.0):
+    """Fails the test unless `model` is ready; waits once per model per
+    session (the runner already waited for the server's readiness), so a
+    model that did not load fails its tests at once after the first."""
+    if model not in _READINESS:
+        deadline = time.monotonic() + timeout
+        ready = False
+        while not ready and time.monotonic() < deadline:
+            try:
+                ready = c.client.is_model_ready(model)
+            except InferenceServerException:
+                pass
+            if not ready:
+                time.sleep(0.2)
+        _READINESS[model] = ready
+    if not _READINESS[model]:
+        pytest.fail(f"model '{model}' is not ready on the server (see server.log)")
 
 
 # -- shared memory regions that clean up after themselves ---------------------
