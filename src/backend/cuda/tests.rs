@@ -8,12 +8,19 @@ use crate::core::{Bindings, CancelFlag, Code, Parameters};
 use crate::gpu::kernels::reference;
 use crate::repository::config::parse_config_text;
 
+/// A shipped model's configuration, embedded so the test binary runs
+/// anywhere (the GPU machine has no checkout at the build's path).
 fn shipped(model: &str) -> ModelConfig {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("model_repository")
-        .join(model)
-        .join("config.pbtxt");
-    parse_config_text(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    let text = match model {
+        "simple" => include_str!("../../../model_repository/simple/config.pbtxt"),
+        "simple_cuda" => include_str!("../../../model_repository_gpu/simple_cuda/config.pbtxt"),
+        "identity_cuda" => include_str!("../../../model_repository_gpu/identity_cuda/config.pbtxt"),
+        "preprocess_cuda" => {
+            include_str!("../../../model_repository_gpu/preprocess_cuda/config.pbtxt")
+        }
+        other => panic!("no shipped model {other}"),
+    };
+    parse_config_text(text).unwrap()
 }
 
 fn config(text: &str) -> ModelConfig {
