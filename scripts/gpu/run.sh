@@ -12,9 +12,9 @@
 #      LD_LIBRARY_PATH, prints the GPUs, driver and CUDA versions
 #   2. tests: the Rust GPU unit tests (NEREID_GPU_TEST_BIN, default
 #      target/gpu-tests/nereid-lib-tests, when present); nereid on free
-#      loopback ports with the example repository in explicit mode (the
-#      CPU and CUDA models the suite uses; no ONNX/OCR models needed) and
-#      client shared memory allowed; the pytest suite tests/gpu, which also
+#      loopback ports with model_repository and model_repository_gpu in
+#      explicit mode (the CPU and CUDA models the suite uses; no ONNX/OCR
+#      models needed) and client shared memory allowed; the pytest suite tests/gpu, which also
 #      starts servers of its own for the pool tests
 #   3. bench: a fresh nereid (no verbose log) driven by benches/gpu/perf.sh
 #   4. a summary table (test group | passed | failed | skipped)
@@ -228,14 +228,23 @@ if [[ ! -x "$BIN" ]]; then
 fi
 "$BIN" --version
 
-# The CPU and CUDA models the suite uses, those the repository has.
+# The example repository (CPU models) and model_repository_gpu (the cuda
+# backend's models); of their models, those the suite uses.
+REPOS=()
+REPO_LIST=""
+for r in model_repository model_repository_gpu; do
+	if [[ -d "$r" ]]; then
+		REPOS+=("--model-repository=$ROOT/$r")
+		REPO_LIST="${REPO_LIST:+$REPO_LIST:}$ROOT/$r"
+	fi
+done
 MODELS=(simple identity_fp32 simple_cuda identity_cuda preprocess_cuda)
 LOAD=()
 for m in "${MODELS[@]}"; do
-	if [[ -f "model_repository/$m/config.pbtxt" ]]; then
+	if compgen -G "model_repository*/$m/config.pbtxt" >/dev/null; then
 		LOAD+=("--load-model=$m")
 	else
-		echo "warning: model_repository/$m is missing; its tests will fail" >&2
+		echo "warning: no model $m in model_repository*/; its tests will fail" >&2
 	fi
 done
 
@@ -269,9 +278,11 @@ run_rust_tests() {
 }
 
 run_pytest() {
+	# --exit-on-error=false: a model that fails to load fails its tests
+	# instead of stopping the whole suite.
 	step "nereid for the suite: ${LOAD[*]}"
-	if ! start_server "$LOGS/server.log" --model-repository="$ROOT/model_repository" --allow-client-shm=true \
-		--log-verbose=1 --model-control-mode=explicit "${LOAD[@]}"; then
+	if ! start_server "$LOGS/server.log" "${REPOS[@]}" --allow-client-shm=true --log-verbose=1 \
+		--model-control-mode=explicit --exit-on-error=false "${LOAD[@]}"; then
 		record "nereid startup" 0 1 0 "see server.log"
 		return
 	fi
@@ -280,7 +291,7 @@ run_pytest() {
 	step "pytest tests/gpu"
 	# shellcheck disable=SC2086 # PYTEST_ARGS is a list of words by design
 	NEREID_GPU_SUITE=1 NEREID_HTTP_URL="$HTTP_URL" NEREID_GRPC_URL="$GRPC_URL" NEREID_METRICS_URL="$METRICS_URL" \
-		NEREID_BIN="$BIN" NEREID_MODEL_REPOSITORY="$ROOT/model_repository" NEREID_GPU_LOG_DIR="$LOGS/extra" \
+		NEREID_BIN="$BIN" NEREID_MODEL_REPOSITORIES="$REPO_LIST" NEREID_GPU_LOG_DIR="$LOGS/extra" \
 		timeout 420 python3 -m pytest tests/gpu -v --junitxml="$LOGS/pytest.xml" ${PYTEST_ARGS:-} \
 		>"$LOGS/pytest.log" 2>&1
 	local rc=$?
@@ -329,8 +340,8 @@ run_bench() {
 		return
 	fi
 	step "nereid for the benchmark"
-	if ! start_server "$LOGS/bench-server.log" --model-repository="$ROOT/model_repository" --allow-client-shm=true \
-		--model-control-mode=explicit "${LOAD[@]}"; then
+	if ! start_server "$LOGS/bench-server.log" "${REPOS[@]}" --allow-client-shm=true \
+		--model-control-mode=explicit --exit-on-error=false "${LOAD[@]}"; then
 		record "bench (perf_analyzer)" 0 1 0 "nereid did not start"
 		return
 	fi

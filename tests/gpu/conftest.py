@@ -10,7 +10,10 @@ The runner hands the server over through the environment:
   NEREID_GRPC_URL      host:port of its gRPC endpoint
   NEREID_METRICS_URL   host:port of its metrics endpoint
   NEREID_BIN           the binary, for the extra servers the pool tests start
-  NEREID_MODEL_REPOSITORY  the repository those servers serve
+  NEREID_MODEL_REPOSITORIES  the repositories those servers serve, ':'
+                       between them (default: model_repository and
+                       model_repository_gpu)
+  NEREID_GPU_LOG_DIR   where those servers write their logs
 
 Without a CUDA driver (libcuda.so.1 missing, cuInit failing, no device)
 every test is skipped with "skipped: no CUDA driver"; that check comes
@@ -356,7 +359,9 @@ class ExtraServer:
 
     def __init__(self, name, extra_args):
         binary = os.environ.get("NEREID_BIN") or str(REPO_ROOT / "target/release/nereid")
-        repository = os.environ.get("NEREID_MODEL_REPOSITORY") or str(REPO_ROOT / "model_repository")
+        repositories = os.environ.get("NEREID_MODEL_REPOSITORIES") or ":".join(
+            str(REPO_ROOT / r) for r in ("model_repository", "model_repository_gpu")
+        )
         self.http_url = f"127.0.0.1:{free_port()}"
         self.grpc_url = f"127.0.0.1:{free_port()}"
         self.metrics_url = f"127.0.0.1:{free_port()}"
@@ -365,7 +370,7 @@ class ExtraServer:
         self.log_path = log_dir / f"{name}.log"
         self.args = [
             binary,
-            f"--model-repository={repository}",
+            *(f"--model-repository={r}" for r in repositories.split(":") if r),
             "--http-address=127.0.0.1",
             f"--http-port={self.http_url.rsplit(':', 1)[1]}",
             "--grpc-address=127.0.0.1",
