@@ -4,8 +4,8 @@
 //! Compilation targets the device's own architecture: a cubin (`sm_XY`) when
 //! the installed NVRTC knows it, else PTX for the newest virtual
 //! architecture NVRTC has at or below it (`compute_XY`), which the driver
-//! JIT-compiles at load. Compiled images are cached on disk
-//! ([`cache`]: keyed by source, options, NVRTC version and target) and,
+//! JIT-compiles at load. Compiled images are cached on disk (`cache`:
+//! keyed by source, options, NVRTC version and target) and,
 //! once loaded, per device and kernel in memory, so each process compiles a
 //! kernel family at most once per GPU and usually never.
 //!
@@ -307,15 +307,26 @@ fn build_module(
     family: Family,
     disk: Option<&DiskCache>,
 ) -> Result<Arc<CudaModule>> {
-    let device = ctx.ordinal();
-    let cc = ctx
-        .compute_capability()
-        .map_err(|e| Error::internal(format!("GPU {device}: compute capability: {e:?}")))?;
-    let version = nvrtc_version()?;
+    let cc = ctx.compute_capability().map_err(|e| {
+        Error::internal(format!("GPU {}: compute capability: {e:?}", ctx.ordinal()))
+    })?;
     let (kind, target) = select_target(cc, &nvrtc_archs()?)?;
+    build_module_for(ctx, family, disk, kind, &target)
+}
+
+/// [`build_module`] for a chosen target.
+fn build_module_for(
+    ctx: &Arc<CudaContext>,
+    family: Family,
+    disk: Option<&DiskCache>,
+    kind: ImageKind,
+    target: &str,
+) -> Result<Arc<CudaModule>> {
+    let device = ctx.ordinal();
+    let version = nvrtc_version()?;
     let mut options: Vec<String> = BASE_OPTIONS.iter().map(|o| o.to_string()).collect();
     options.push(format!("--gpu-architecture={target}"));
-    let key = Key::new(family.stem(), family.source(), &options, version, &target);
+    let key = Key::new(family.stem(), family.source(), &options, version, target);
 
     if let Some(cached) = disk.and_then(|d| d.load(&key)).filter(|c| c.kind == kind) {
         match load_image(ctx, &cached) {
@@ -327,7 +338,7 @@ fn build_module(
             ),
         }
     }
-    let compiled = compile(family, &options, kind, &target)?;
+    let compiled = compile(family, &options, kind, target)?;
     let module = load_image(ctx, &compiled).map_err(|e| {
         Error::internal(format!(
             "loading kernels/{}.cu ({target}) on GPU {device}: {e}",

@@ -540,3 +540,33 @@ fn gpu_disk_cache_is_written_reused_and_repaired() {
     assert_eq!(std::fs::read(entry).unwrap(), written);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn gpu_ptx_fallback_loads() {
+    let Some(device) = gpu() else { return };
+    let ctx = crate::gpu::context(device).unwrap();
+    let dir = std::env::temp_dir().join(format!("nereid-kernel-cache-ptx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let disk = DiskCache::new(dir.clone());
+    // compute_75 PTX runs on every GPU NVRTC 13 knows, JIT-compiled by the
+    // driver: the path a GPU newer than the installed NVRTC takes.
+    for family in [Family::Elementwise, Family::Preprocess] {
+        for _ in 0..2 {
+            let module =
+                build_module_for(&ctx, family, Some(&disk), ImageKind::Ptx, "compute_75").unwrap();
+            for kernel in [
+                Kernel::AddSubI32,
+                Kernel::AddSubF32,
+                Kernel::PreprocessF32,
+                Kernel::PreprocessF16,
+            ] {
+                if kernel.family() == family {
+                    module.load_function(kernel.name()).unwrap();
+                }
+            }
+        }
+    }
+    let entries = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(entries, 2, "one PTX entry per family");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
