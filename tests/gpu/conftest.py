@@ -173,13 +173,14 @@ class Client:
     @staticmethod
     def _regions(status):
         # HTTP answers a list of regions; gRPC (as JSON) a map under
-        # "regions" whose 64-bit numbers are strings.
+        # "regions" whose 64-bit numbers are strings and whose zero fields
+        # (device 0, offset 0) are left out.
         regions = status if isinstance(status, list) else list(status.get("regions", {}).values())
         out = {}
         for r in regions:
+            fields = {"offset": 0, "device_id": 0, **r}
             out[r["name"]] = {
-                k: (int(v) if k in ("offset", "byte_size", "device_id") else v)
-                for k, v in r.items()
+                k: (int(v) if k in ("offset", "byte_size", "device_id") else v) for k, v in fields.items()
             }
         return out
 
