@@ -5,6 +5,10 @@ server stages through host memory), regions mixed with system shared
 memory and with the response body, and every registration and inference
 error Triton's clients can meet, with the server still serving after each."""
 
+import json
+import urllib.error
+import urllib.request
+
 import numpy as np
 import pytest
 
@@ -151,6 +155,28 @@ def test_register_wrong_device(client, regions):
     client.expect_error(client.register_cuda_shared_memory, r.name, r.raw_handle(), -1, 4096)
     assert client.cuda_status() == {}
     client.assert_serving()
+
+
+def test_register_base64_with_line_breaks(client, regions, http_url):
+    """The C++ clients (perf_analyzer's HTTP client) encode the handle
+    with line breaks every 72 characters and one at the end, which base64
+    decoders skip; the registration must succeed."""
+    if client.proto != "http":
+        pytest.skip("the JSON body is HTTP's")
+    r = regions.cuda("wrapped", 4096)
+    b64 = r.raw_handle().decode()
+    wrapped = "\n".join(b64[i : i + 72] for i in range(0, len(b64), 72)) + "\n"
+    body = json.dumps({"raw_handle": {"b64": wrapped}, "device_id": 0, "byte_size": 4096}).encode()
+    request = urllib.request.Request(
+        f"http://{http_url}/v2/cudasharedmemory/region/{r.name}/register", data=body, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+    except urllib.error.HTTPError as e:
+        pytest.fail(f"HTTP {e.code}: {e.read().decode(errors='replace')}")
+    r.registered_on.append(client)
+    assert client.cuda_status()[r.name]["byte_size"] == 4096
 
 
 def test_register_larger_than_allocation(client, regions):
