@@ -99,10 +99,15 @@ pub fn parse_cuda_register(body: &[u8]) -> Result<CudaRegister> {
     })
 }
 
-/// Standard base64 (RFC 4648, padding optional). Written here rather than
-/// taken from a crate: it decodes one 88-character handle per CUDA
+/// Standard base64 (RFC 4648, padding optional; line breaks and spaces
+/// skipped, as perf_analyzer wraps the handle it sends). Written here rather
+/// than taken from a crate: it decodes one 88-character handle per CUDA
 /// registration, which does not justify a dependency.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text: String = text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     fn value(c: u8) -> Option<u32> {
         Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',
@@ -217,7 +222,9 @@ mod tests {
         assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
         assert!(base64_decode("Z").is_none());
         assert!(base64_decode("Zg===").is_none());
-        assert!(base64_decode("Zm9v YQ==").is_none());
+        assert_eq!(base64_decode("Zm9v\nYQ==\n").unwrap(), b"fooa");
+        assert_eq!(base64_decode(" Zm9v\r\nYQ").unwrap(), b"fooa");
+        assert!(base64_decode("Zm9v*YQ==").is_none());
     }
 
     #[test]
