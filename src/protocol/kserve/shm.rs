@@ -104,10 +104,7 @@ pub fn parse_cuda_register(body: &[u8]) -> Result<CudaRegister> {
 /// than taken from a crate: it decodes one 88-character handle per CUDA
 /// registration, which does not justify a dependency.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text: String = text
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     fn value(c: u8) -> Option<u32> {
         Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',
