@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod busy_poll;
 pub mod datatype;
 pub mod error;
 pub mod memory;
