@@ -146,9 +146,6 @@ pub struct Options {
     /// `--allow-client-shm`: clients may register system and CUDA shared
     /// memory regions (off by default, as in Triton).
     pub allow_client_shm: bool,
-    /// `--busy-poll-us`: how long event loops and instance threads poll for
-    /// more work after doing some, before they sleep (nereid's own flag).
-    pub busy_poll_us: u64,
     /// `--min-supported-compute-capability`.
     pub min_supported_compute_capability: f64,
     /// `--onnxruntime-library` (or `--backend-config=onnxruntime,library-path=...`):
@@ -219,7 +216,6 @@ impl Default for Options {
             cuda_memory_pool_byte_size: Vec::new(),
             memory_pool_exhaustion: "warn".to_owned(),
             allow_client_shm: false,
-            busy_poll_us: crate::core::busy_poll::DEFAULT.as_micros() as u64,
             min_supported_compute_capability: 6.0,
             onnxruntime_library: String::new(),
             default_max_batch_size: 4,
@@ -473,7 +469,6 @@ where
                 o.memory_pool_exhaustion = v;
             }
             "allow-client-shm" => o.allow_client_shm = args_left.flag()?,
-            "busy-poll-us" => o.busy_poll_us = args_left.number("microseconds")?,
             "min-supported-compute-capability" => {
                 o.min_supported_compute_capability =
                     args_left.number("a compute capability such as 6.0")?;
@@ -961,8 +956,6 @@ pub fn usage() -> String {
          \x20 --memory-pool-exhaustion <fallback|warn|fail> when a pool is full: allocate\n\
          \x20                                  outside it, the same with a warning, or fail [warn]\n\
          \x20 --allow-client-shm <bool>        clients may register shared memory [false]\n\
-         \x20 --busy-poll-us <n>               after work, poll this long for more before\n\
-         \x20                                  sleeping (event loops, instance threads) [50]\n\
          \x20 --min-supported-compute-capability <cc>       [6.0]\n\
          \x20 --rate-limit <off|execution_count>            [off]\n\
          \n\

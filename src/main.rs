@@ -148,7 +148,6 @@ fn serve(options: &Options) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let server_options = server_options(options);
-    nereid::core::busy_poll::set(Duration::from_micros(options.busy_poll_us));
     gpu::configure_pools(&server_options.pools);
     log_gpus();
     let server =

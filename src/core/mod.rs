@@ -5,7 +5,6 @@
 
 #![warn(missing_docs)]
 
-pub mod busy_poll;
 pub mod datatype;
 pub mod error;
 pub mod memory;

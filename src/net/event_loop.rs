@@ -500,9 +500,6 @@ struct EventLoop<P: Protocol> {
     /// Connections to drive again this turn (read budget ran out).
     again: Vec<usize>,
     draining: Option<Instant>,
-    /// Until when the loop polls without sleeping, after it last had work
-    /// (see [`crate::core::busy_poll`]).
-    busy_until: Option<Instant>,
     scratch: Vec<u8>,
 }
 
@@ -526,7 +523,6 @@ impl<P: Protocol> EventLoop<P> {
             timers: Timers::default(),
             again: Vec::new(),
             draining: None,
-            busy_until: None,
             scratch: vec![0; 16 * 1024],
         }
     }
@@ -544,7 +540,7 @@ impl<P: Protocol> EventLoop<P> {
                 let left = deadline.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            if !self.again.is_empty() || self.busy_until.is_some_and(|t| now < t) {
+            if !self.again.is_empty() {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -555,12 +551,6 @@ impl<P: Protocol> EventLoop<P> {
                 return;
             }
             let now = Instant::now();
-            // Any event (a socket, the inbox's waker) is work: poll on for
-            // a while instead of sleeping, to catch the next one early.
-            if !events.is_empty() {
-                let window = crate::core::busy_poll::window();
-                self.busy_until = (!window.is_zero()).then(|| now + window);
-            }
             to_drive.append(&mut self.again);
             for event in events.iter() {
                 if event.token() == WAKER {

@@ -52,7 +52,6 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
@@ -260,9 +259,6 @@ struct Shared {
     inline_ok: bool,
     /// The policy wants [`Policy::executed`].
     observe: bool,
-    /// Requests admitted so far: an instance thread busy-polling for work
-    /// (see [`crate::core::busy_poll`]) watches it instead of the lock.
-    admitted: AtomicU64,
 }
 
 /// Runs one model version's instances and feeds them requests.
@@ -312,7 +308,6 @@ impl ModelScheduler {
         );
         let shared = Arc::new(Shared {
             observe: policy.observes_outputs(),
-            admitted: AtomicU64::new(0),
             state: Mutex::new(State {
                 policy,
                 closed: false,
@@ -478,7 +473,6 @@ impl ModelScheduler {
         }
         match st.policy.admit(job, Instant::now()) {
             Ok(admitted) => {
-                shared.admitted.fetch_add(1, Ordering::Release);
                 wake(shared, &mut st, admitted.wake);
                 if let Some(deadline) = admitted
                     .deadline
@@ -709,9 +703,6 @@ enum Step {
 /// An instance thread: asks the policy for work whenever it is free.
 fn run_instance(shared: &Shared, index: usize) {
     let mut dropped = Vec::new();
-    // After running a batch the thread polls for the next one for a while
-    // before it sleeps: a wake-up costs more than a small GPU request.
-    let mut ran = false;
     loop {
         let step = {
             let mut st = lock(&shared.state);
@@ -732,13 +723,6 @@ fn run_instance(shared: &Shared, index: usize) {
                     Next::Until(at) => Some(at.saturating_duration_since(now)),
                     Next::Idle => None,
                 };
-                if std::mem::take(&mut ran) && waiting.is_none() {
-                    let seen = shared.admitted.load(Ordering::Acquire);
-                    drop(st);
-                    busy_poll_for_work(shared, seen);
-                    st = lock(&shared.state);
-                    continue;
-                }
                 st.idle.push(index);
                 st = match waiting {
                     Some(wait) => {
@@ -760,7 +744,6 @@ fn run_instance(shared: &Shared, index: usize) {
             Step::Run(batch) => {
                 let mut slot = lock(&shared.slots[index]);
                 run_batch(shared, index, &mut slot, batch);
-                ran = true;
             }
             Step::Complete => {}
             Step::Exit => {
@@ -770,19 +753,6 @@ fn run_instance(shared: &Shared, index: usize) {
                 return;
             }
         }
-    }
-}
-
-/// Spins until a request is admitted after `seen` or the busy-poll window
-/// passes.
-fn busy_poll_for_work(shared: &Shared, seen: u64) {
-    let window = crate::core::busy_poll::window();
-    if window.is_zero() {
-        return;
-    }
-    let until = Instant::now() + window;
-    while shared.admitted.load(Ordering::Acquire) == seen && Instant::now() < until {
-        std::hint::spin_loop();
     }
 }
 
