@@ -513,7 +513,9 @@ impl ModelScheduler {
                 continue;
             };
             let exec = exec_request(&job);
-            if !instance.runs_inline(&exec) {
+            // Inputs in GPU memory are staged on the instance's thread, not
+            // the submitter's (an event loop).
+            if !job.request.bindings.device_inputs.is_empty() || !instance.runs_inline(&exec) {
                 return Some(job);
             }
             let batch = Batch {
@@ -651,6 +653,38 @@ fn exec_request(job: &Job) -> ExecRequest<'_> {
         cancel: &job.request.cancel,
         bindings: &job.request.bindings,
     }
+}
+
+/// Copies the inputs of `jobs` that are in GPU memory (CUDA shared memory)
+/// to pinned host memory, for a backend that reads host memory: the one
+/// copy a CPU instance costs such an input, on the instance's thread. A job
+/// whose copy fails is completed with the error and left out.
+fn stage_device_inputs(shared: &Shared, jobs: Vec<Job>) -> Vec<Job> {
+    let mut staged = Vec::with_capacity(jobs.len());
+    for mut job in jobs {
+        let request = &mut job.request;
+        let outcome = std::mem::take(&mut request.bindings.device_inputs)
+            .into_iter()
+            .try_for_each(|(name, device)| {
+                let bytes = crate::gpu::stage_to_host(&device)?;
+                if let Some(tensor) = request.inputs.iter_mut().find(|t| t.name == name) {
+                    tensor.data = bytes;
+                }
+                Ok::<(), Error>(())
+            });
+        match outcome {
+            Ok(()) => staged.push(job),
+            Err(error) => finish_refused(
+                shared,
+                Refused {
+                    job,
+                    error,
+                    reason: FailureReason::Other,
+                },
+            ),
+        }
+    }
+    staged
 }
 
 /// Completes `job` (unless it is a filler), in admission order under
@@ -805,7 +839,14 @@ fn run_batch(
 ) {
     let ctx = &shared.ctx;
     let dequeued = Instant::now();
-    let Batch { jobs, reason } = batch;
+    let Batch { mut jobs, reason } = batch;
+    if !shared.backend.takes_device_memory()
+        && jobs
+            .iter()
+            .any(|j| !j.request.bindings.device_inputs.is_empty())
+    {
+        jobs = stage_device_inputs(shared, jobs);
+    }
     let Some(instance) = slot.as_mut() else {
         for job in jobs {
             let error = Error::internal(format!(

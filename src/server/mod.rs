@@ -441,9 +441,9 @@ impl Server {
     }
 
     /// Looks up the regions a request names: inputs become bytes of their
-    /// region (system memory: no copy; CUDA memory: handed to a backend
-    /// that takes device memory, else staged to host), outputs become
-    /// sinks.
+    /// region (system memory: no copy; CUDA memory: device bytes, which a
+    /// backend that takes device memory reads in place and the scheduler
+    /// stages to host for any other), outputs become sinks.
     fn bind_shared_memory(&self, model: &LoadedModel, request: &mut InferRequest) -> Result<()> {
         for (name, shm) in std::mem::take(&mut request.shm_inputs) {
             let bytes = self.shm.input(&shm.region, shm.offset, shm.byte_size)?;
@@ -452,12 +452,14 @@ impl Server {
             };
             match bytes {
                 InputBytes::Host(bytes) => tensor.data = bytes,
-                InputBytes::Device(device) if model.takes_device_memory => {
-                    request.bindings.device_inputs.push((name, device));
+                // An ensemble's steps take host tensors: staged here. A
+                // model with instances gets the device bytes; the scheduler
+                // stages them on the instance's thread when its backend
+                // reads host memory.
+                InputBytes::Device(device) if model.backend.is_empty() => {
+                    tensor.data = crate::gpu::stage_to_host(&device)?;
                 }
-                // The one copy a CPU instance costs: GPU memory to pinned
-                // host memory.
-                InputBytes::Device(device) => tensor.data = crate::shm::stage_to_host(&device)?,
+                InputBytes::Device(device) => request.bindings.device_inputs.push((name, device)),
             }
         }
         for output in &request.outputs {

@@ -1,9 +1,6 @@
-//! CUDA regions: a [`gpu::IpcMapping`] as the registry's [`CudaMapping`],
-//! and staging of CUDA bytes to host for backends that read host memory.
+//! CUDA regions: a [`gpu::IpcMapping`] as the registry's [`CudaMapping`].
 
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use crate::core::{DeviceBytes, Result};
 use crate::gpu;
@@ -36,10 +33,4 @@ impl CudaMapping for gpu::IpcMapping {
 /// Opens `handle` on `device` through the driver.
 pub(super) fn open(device: i32, handle: &[u8]) -> Result<Box<dyn CudaMapping>> {
     Ok(Box::new(gpu::IpcMapping::open(device, handle)?))
-}
-
-/// Copies `device` bytes to pinned host memory (one copy, the price of a
-/// CPU instance reading CUDA shared memory).
-pub(super) fn stage_to_host(device: &DeviceBytes) -> Result<Bytes> {
-    gpu::stage_to_host(device)
 }

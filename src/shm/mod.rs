@@ -83,12 +83,6 @@ pub trait CudaMapping: Send + Sync {
 /// driver, so it is testable without one.
 pub type CudaOpener = dyn Fn(i32, &[u8]) -> Result<Box<dyn CudaMapping>> + Send + Sync;
 
-/// Copies device bytes of a CUDA region to pinned host memory, for a
-/// backend that reads host memory.
-pub fn stage_to_host(device: &DeviceBytes) -> Result<Bytes> {
-    cuda::stage_to_host(device)
-}
-
 /// Opens a CUDA IPC handle through the driver (`gpu/`).
 pub fn open_cuda(device: i32, handle: &[u8]) -> Result<Box<dyn CudaMapping>> {
     cuda::open(device, handle)

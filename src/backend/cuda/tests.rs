@@ -99,12 +99,18 @@ fn shipped_models_parse() {
     assert_eq!(simple.input, cuda.input);
     assert_eq!(simple.output, cuda.output);
     assert_eq!(simple.max_batch_size, cuda.max_batch_size);
-    for model in ["simple_cuda", "identity_cuda", "preprocess_cuda"] {
+    for (model, count) in [
+        ("simple_cuda", 2),
+        ("identity_cuda", 1),
+        ("preprocess_cuda", 1),
+    ] {
         let placements = placements(&shipped(model));
-        assert_eq!(placements.len(), 1, "{model}");
-        assert_eq!(
-            (placements[0].kind, placements[0].device),
-            (GroupKind::Gpu, Some(0))
+        assert_eq!(placements.len(), count, "{model}");
+        assert!(
+            placements
+                .iter()
+                .all(|p| (p.kind, p.device) == (GroupKind::Gpu, Some(0))),
+            "{model}"
         );
     }
 }
