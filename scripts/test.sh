@@ -107,6 +107,23 @@ rc=$?
 set -e
 if ((rc == 0)); then record "pytest (tritonclient)" ok; else record "pytest (tritonclient)" "FAILED (exit $rc)"; fi
 
+step "pytest tests/gpu (runs on a GPU machine through scripts/gpu/run.sh; here it must skip)"
+# Without a CUDA driver every GPU test reports "skipped: no CUDA driver";
+# the step checks that they are all counted as skipped, none as passed.
+set +e
+gpu_out="$("$PY" -m pytest tests/gpu -q -rs -p no:cacheprovider 2>&1)"
+rc=$?
+set -e
+echo "$gpu_out" | tail -n 3
+gpu_summary="$(echo "$gpu_out" | tail -n 1)"
+if ((rc == 0)) && [[ "$gpu_summary" =~ ^[0-9]+\ skipped ]] && ! grep -q passed <<<"$gpu_summary"; then
+	record "GPU suite without a GPU" "ok (${gpu_summary% in *})"
+elif ((rc == 0)); then
+	record "GPU suite without a GPU" "ok (ran: a CUDA driver is present)"
+else
+	record "GPU suite without a GPU" "FAILED (exit $rc)"
+fi
+
 step "curl tests (tests/curl/run.sh)"
 if bash tests/curl/run.sh "$NEREID_ADDR"; then record "curl" ok; else record "curl" FAILED; fi
 

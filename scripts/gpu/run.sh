@@ -260,7 +260,7 @@ run_rust_tests() {
 	local filters
 	read -r -a filters <<<"${NEREID_GPU_TEST_FILTERS:-gpu:: shm:: backend::cuda}"
 	step "Rust GPU unit tests: $bin --test-threads=1 ${filters[*]}"
-	timeout 240 "$bin" --test-threads=1 "${filters[@]}" >"$LOGS/rust-tests.log" 2>&1
+	timeout 240 "$bin" --test-threads=1 --include-ignored "${filters[@]}" >"$LOGS/rust-tests.log" 2>&1
 	rc=$?
 	tail -n 25 "$LOGS/rust-tests.log"
 	# "test result: ok. 12 passed; 0 failed; 3 ignored; ..."

@@ -211,6 +211,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn unknown_ordinal_names_the_device_count() {
         if !driver_or_skip() {
             return;

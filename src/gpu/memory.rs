@@ -629,6 +629,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn round_trips_through_the_device() {
         if !driver_or_skip() {
             return;

@@ -190,6 +190,7 @@ mod tests {
     use crate::gpu::driver_or_skip;
 
     #[test]
+    #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn samples_every_gpu_or_none() {
         if !driver_or_skip() {
             assert!(sample().is_empty());

@@ -266,6 +266,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn async_round_trip() {
         if !driver_or_skip() {
             return;
@@ -287,6 +288,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn streams_on_many_threads_keep_their_data_apart() {
         if !driver_or_skip() {
             return;

@@ -446,6 +446,7 @@ fn ints(v: &[i32]) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_simple_cuda_matches_simple() {
     let Some(mut instance) = instance("simple_cuda") else {
         return;
@@ -501,6 +502,7 @@ fn gpu_simple_cuda_matches_simple() {
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_device_inputs_and_sinks() {
     struct DeviceSink(DeviceBytes);
     impl crate::core::OutputSink for DeviceSink {
@@ -591,6 +593,7 @@ fn gpu_device_inputs_and_sinks() {
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_preprocess_cuda_matches_reference() {
     let Some(mut instance) = instance("preprocess_cuda") else {
         return;

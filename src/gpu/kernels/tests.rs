@@ -1,5 +1,6 @@
 //! Host-side tests run everywhere; GPU tests compare the kernels with
-//! [`super::reference`] and print `skipped: no CUDA driver` and return
+//! [`super::reference`]; they are `#[ignore]`d (scripts/gpu/run.sh runs them
+//! with `--include-ignored`) and print `skipped: no CUDA driver` and return
 //! where there is no GPU.
 
 use std::sync::Arc;
@@ -356,6 +357,7 @@ fn download(stream: &Stream, buffer: &DeviceBytes, len: usize) -> Vec<u8> {
 const SIZES: &[usize] = &[1, 7, 255, 256, 257, 1000, 65_537, 1 << 20, 4 << 20];
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_add_sub_i32_matches_reference() {
     let Some(device) = gpu() else { return };
     let stream = Stream::new(device).unwrap();
@@ -390,6 +392,7 @@ fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_add_sub_f32_matches_reference() {
     let Some(device) = gpu() else { return };
     let stream = Stream::new(device).unwrap();
@@ -414,6 +417,7 @@ fn gpu_add_sub_f32_matches_reference() {
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_launches_refuse_bad_buffers() {
     let Some(device) = gpu() else { return };
     let stream = Stream::new(device).unwrap();
@@ -468,6 +472,7 @@ fn check_preprocess(stream: &Stream, device: i32, image: Image, params: Preproce
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_preprocess_matches_reference() {
     let Some(device) = gpu() else { return };
     let stream = Stream::new(device).unwrap();
@@ -515,6 +520,7 @@ fn gpu_preprocess_matches_reference() {
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_disk_cache_is_written_reused_and_repaired() {
     let Some(device) = gpu() else { return };
     let ctx = crate::gpu::context(device).unwrap();
@@ -542,6 +548,7 @@ fn gpu_disk_cache_is_written_reused_and_repaired() {
 }
 
 #[test]
+#[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_ptx_fallback_loads() {
     let Some(device) = gpu() else { return };
     let ctx = crate::gpu::context(device).unwrap();
