@@ -6,7 +6,8 @@
 //! [`InferResponse`](crate::core::InferResponse) into body chunks, and
 //! [`json`] holds the JSON writing both share. [`control`] reads and
 //! writes the bodies of the other endpoints in terms of the server's
-//! types, and [`rest`] is the router that maps REST paths onto
+//! types, [`shm`] those of the shared-memory extension, and [`rest`] is the
+//! router that maps REST paths onto
 //! [`crate::server::Server`] calls and implements
 //! [`crate::net::HttpService`].
 #![forbid(unsafe_code)]
