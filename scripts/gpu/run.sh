@@ -32,7 +32,9 @@
 # BENCH_BUDGET_S.
 set -uo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+ROOT="$NEREID_ROOT"
 cd "$ROOT" || exit 1
 MODE="${1:-all}"
 case "$MODE" in
@@ -50,8 +52,6 @@ SUMMARY="$LOGS/summary.tsv"
 : >"$SUMMARY"
 RUN_STARTED=$SECONDS
 SERVER_PID=""
-
-step() { printf '\n==> %s\n' "$*"; }
 
 # record GROUP PASSED FAILED SKIPPED [NOTE]
 record() {
@@ -74,9 +74,6 @@ copy_out() {
 	fi
 }
 
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 http_ok() { # URL: 0 when it answers 200 within a second
 	python3 - "$1" <<'PY' 2>/dev/null
@@ -131,25 +128,12 @@ start_server() {
 	return 0
 }
 
-# stop_server: SIGTERM, SIGKILL after 20 s; returns nereid's exit status.
+# stop_server: lib.sh's stop_nereid on the server start_server started.
 stop_server() {
 	[[ -n "$SERVER_PID" ]] || return 0
-	local pid="$SERVER_PID" rc
+	NEREID_PID="$SERVER_PID"
 	SERVER_PID=""
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq 200); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		echo "nereid did not exit within 20 s of SIGTERM; killing it" >&2
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-		return 137
-	fi
-	wait "$pid" 2>/dev/null
-	rc=$?
-	return "$rc"
+	stop_nereid
 }
 
 finish() {
