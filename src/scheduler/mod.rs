@@ -513,9 +513,13 @@ impl ModelScheduler {
                 continue;
             };
             let exec = exec_request(&job);
-            // Inputs in GPU memory are staged on the instance's thread, not
-            // the submitter's (an event loop).
-            if !job.request.bindings.device_inputs.is_empty() || !instance.runs_inline(&exec) {
+            // Copies to and from GPU memory (inputs in CUDA shared memory,
+            // outputs bound to it) happen on the instance's thread, not the
+            // submitter's (an event loop).
+            let bindings = &job.request.bindings;
+            let touches_gpu = !bindings.device_inputs.is_empty()
+                || bindings.sinks.iter().any(|(_, s)| s.device().is_some());
+            if touches_gpu || !instance.runs_inline(&exec) {
                 return Some(job);
             }
             let batch = Batch {
