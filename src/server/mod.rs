@@ -427,17 +427,22 @@ impl Server {
         mut request: InferRequest,
         completion: Completion,
     ) {
-        if !request.shm_inputs.is_empty() || request.outputs.iter().any(|o| o.shm.is_some()) {
-            if let Err(e) = self.bind_shared_memory(model, &mut request) {
-                return completion(Err(e));
-            }
-            let sinks = request.bindings.sinks.clone();
-            let completion = Box::new(move |result: Result<InferResponse>| {
-                completion(result.and_then(|response| deliver(response, &sinks)));
-            });
+        if (!request.shm_inputs.is_empty() || request.outputs.iter().any(|o| o.shm.is_some()))
+            && let Err(e) = self.bind_shared_memory(model, &mut request)
+        {
+            return completion(Err(e));
+        }
+        if request.bindings.sinks.is_empty() {
             return self.submit(model, request, completion);
         }
-        self.submit(model, request, completion);
+        let sinks = request.bindings.sinks.clone();
+        self.submit(
+            model,
+            request,
+            Box::new(move |result: Result<InferResponse>| {
+                completion(result.and_then(|response| deliver(response, &sinks)));
+            }),
+        );
     }
 
     /// Looks up the regions a request names: inputs become bytes of their
