@@ -50,6 +50,25 @@ fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("model_repository")
 }
 
+/// Starts `server`'s models; on failure panics naming each model that did
+/// not load and why (the example repository's ONNX models need
+/// scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh first).
+fn start_models(server: &Server) {
+    if let Err(e) = server.start() {
+        let failed: Vec<String> = server
+            .repository_index(false)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.state != "READY")
+            .map(|m| format!("{}: {} {}", m.name, m.state, m.reason))
+            .collect();
+        panic!(
+            "{}: {failed:#?}\nthe example repository's ONNX models need scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh run first (scripts/test.sh runs both)",
+            e.message()
+        );
+    }
+}
+
 fn start(control_mode: ControlMode, startup: &[&str], tls: Option<TlsConfig>) -> TestServer {
     let options = ServerOptions {
         manager: ManagerOptions {
@@ -61,7 +80,7 @@ fn start(control_mode: ControlMode, startup: &[&str], tls: Option<TlsConfig>) ->
         ..ServerOptions::default()
     };
     let server = Arc::new(Server::new(options).expect("server options are valid"));
-    server.start().expect("the startup models load");
+    start_models(&server);
     let grpc = GrpcServer::start(
         GrpcServerConfig {
             address: "127.0.0.1".to_owned(),
@@ -754,7 +773,10 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
     let in_flight = tokio::spawn(async move {
         rpc::<_, ModelInferResponse>(&mut slow, "ModelInfer", delay_request("drain", 300)).await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || server.server.in_flight() == 1).await,
+        "the call never reached the server"
+    );
     let grpc = server.grpc.take().unwrap();
     let stopper =
         std::thread::spawn(move || grpc.shutdown(Instant::now() + Duration::from_secs(5)));

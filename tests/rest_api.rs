@@ -34,6 +34,25 @@ fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("model_repository")
 }
 
+/// Starts `server`'s models; on failure panics naming each model that did
+/// not load and why (the example repository's ONNX models need
+/// scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh first).
+fn start_models(server: &Server) {
+    if let Err(e) = server.start() {
+        let failed: Vec<String> = server
+            .repository_index(false)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.state != "READY")
+            .map(|m| format!("{}: {} {}", m.name, m.state, m.reason))
+            .collect();
+        panic!(
+            "{}: {failed:#?}\nthe example repository's ONNX models need scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh run first (scripts/test.sh runs both)",
+            e.message()
+        );
+    }
+}
+
 fn start(control_mode: ControlMode) -> TestServer {
     let options = ServerOptions {
         manager: ManagerOptions {
@@ -45,7 +64,7 @@ fn start(control_mode: ControlMode) -> TestServer {
         ..ServerOptions::default()
     };
     let server = Arc::new(Server::new(options).expect("server options are valid"));
-    server.start().expect("every example model loads");
+    start_models(&server);
     let http = HttpServer::start(
         HttpConfig {
             address: "127.0.0.1".to_owned(),
@@ -845,8 +864,14 @@ fn disconnected_clients_work_is_dropped() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    // A third waits in the queue; its client goes away.
+    let in_flight = |n: usize, what: &str| {
+        while t.server.in_flight() < n {
+            assert!(start.elapsed() < Duration::from_secs(4), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    in_flight(2, "the two busy requests never arrived");
+    // A third waits in the queue behind them; its client goes away.
     let body = slow(5000);
     let mut stream = TcpStream::connect(t.addr).unwrap();
     write!(
@@ -855,7 +880,7 @@ fn disconnected_clients_work_is_dropped() {
         body.len()
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    in_flight(3, "the third request never arrived");
     drop(stream);
     for b in busy {
         assert_eq!(b.join().unwrap(), 200);

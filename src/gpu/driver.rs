@@ -180,7 +180,7 @@ pub(crate) fn bind(device: i32) -> Result<Arc<CudaContext>> {
 mod tests {
     use super::*;
     use crate::core::Code;
-    use crate::gpu::driver_or_skip;
+    use crate::gpu::{DRIVER_PRESENT, require_gpu};
 
     #[test]
     fn uuid_format() {
@@ -193,10 +193,7 @@ mod tests {
 
     #[test]
     fn without_a_driver_everything_answers_unavailable() {
-        if sys_present() {
-            eprintln!("skipped: a CUDA driver is present");
-            return;
-        }
+        assert!(!sys_present(), "{DRIVER_PRESENT}");
         let e = init().unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);
         assert!(e.message().starts_with("no CUDA driver: "), "{e}");
@@ -213,9 +210,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn unknown_ordinal_names_the_device_count() {
-        if !driver_or_skip() {
-            return;
-        }
+        require_gpu();
         let e = context(devices().len() as i32 + 7).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArg);
         assert!(e.message().contains("this machine has"), "{e}");

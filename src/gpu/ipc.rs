@@ -130,7 +130,7 @@ impl Drop for IpcMapping {
 mod tests {
     use super::*;
     use crate::core::Code;
-    use crate::gpu::driver_or_skip;
+    use crate::gpu::{DRIVER_PRESENT, require_gpu};
 
     #[test]
     fn handle_length_is_checked_first() {
@@ -146,10 +146,7 @@ mod tests {
 
     #[test]
     fn without_a_driver_open_says_so() {
-        if crate::gpu::init().is_ok() {
-            eprintln!("skipped: a CUDA driver is present");
-            return;
-        }
+        assert!(crate::gpu::init().is_err(), "{DRIVER_PRESENT}");
         let e = IpcMapping::open(0, &[0; 64]).unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);
         assert!(e.message().starts_with("no CUDA driver"), "{e}");
@@ -164,15 +161,17 @@ mod tests {
         (0..PATTERN_BYTES).map(|i| (i % 253) as u8).collect()
     }
 
-    /// Only does something as the helper process: allocates device memory,
-    /// fills it, prints its IPC handle and keeps it until stdin closes.
+    /// The helper process: allocates device memory, fills it, prints its
+    /// IPC handle and keeps it until stdin closes. Run on its own it fails
+    /// (scripts/gpu/run.sh skips it).
     #[test]
     #[ignore = "the helper process of opens_memory_another_process_exported"]
     fn ipc_exporter() {
         use std::io::{Read, Write};
-        if std::env::var_os(EXPORTER).is_none() {
-            return;
-        }
+        assert!(
+            std::env::var_os(EXPORTER).is_some(),
+            "ipc_exporter is the helper process of opens_memory_another_process_exported, which runs it with {EXPORTER} set"
+        );
         bind(0).unwrap();
         // SAFETY: a context is current; the memory is freed below.
         let ptr = unsafe { cudarc::driver::result::malloc_sync(PATTERN_BYTES) }.unwrap();
@@ -200,9 +199,7 @@ mod tests {
     fn opens_memory_another_process_exported() {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        if !driver_or_skip() || std::env::var_os(EXPORTER).is_some() {
-            return;
-        }
+        require_gpu();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -245,9 +242,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn a_bogus_handle_is_refused() {
-        if !driver_or_skip() {
-            return;
-        }
+        require_gpu();
         let e = IpcMapping::open(0, &[0x5a; 64]).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArg, "{e}");
         assert!(e.message().contains("cuIpcOpenMemHandle_v2"), "{e}");

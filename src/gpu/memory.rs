@@ -560,21 +560,11 @@ pub fn stage_to_host(src: &DeviceBytes) -> Result<bytes::Bytes> {
 mod tests {
     use super::*;
     use crate::core::Code;
-    use crate::gpu::driver_or_skip;
-
-    fn no_driver() -> bool {
-        if driver::init().is_ok() {
-            eprintln!("skipped: a CUDA driver is present");
-            return false;
-        }
-        true
-    }
+    use crate::gpu::{DRIVER_PRESENT, require_gpu};
 
     #[test]
     fn pinned_without_a_driver_is_counted_heap_memory() {
-        if !no_driver() {
-            return;
-        }
+        assert!(driver::init().is_err(), "{DRIVER_PRESENT}");
         let before = pool_stats().pinned_fallbacks;
         let mut b = pinned(1000).unwrap();
         assert!(!b.is_pinned());
@@ -592,9 +582,7 @@ mod tests {
 
     #[test]
     fn device_paths_without_a_driver_say_so() {
-        if !no_driver() {
-            return;
-        }
+        assert!(driver::init().is_err(), "{DRIVER_PRESENT}");
         let e = device_alloc(0, 16).unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);
         assert!(e.message().starts_with("no CUDA driver"), "{e}");
@@ -631,9 +619,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn round_trips_through_the_device() {
-        if !driver_or_skip() {
-            return;
-        }
+        require_gpu();
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
         let dev = device_alloc(0, data.len()).unwrap().into_bytes();
         copy_from_host(&data, &dev).unwrap();

@@ -116,13 +116,26 @@ pub(crate) fn pool_options() -> PoolOptions {
         .unwrap_or_default()
 }
 
-/// Whether a usable driver with at least one GPU is present; prints the
-/// skip line GPU-only tests answer with when not.
+/// Panics unless a usable driver with at least one GPU is present. GPU-only
+/// tests are `#[ignore]`d (reported as ignored, with the reason, by a plain
+/// `cargo test`) and run with `--include-ignored` where there is a GPU
+/// (scripts/gpu/run.sh), so there a missing driver is a failure, not a pass.
 #[cfg(test)]
-pub(crate) fn driver_or_skip() -> bool {
-    if init().is_ok() && !devices().is_empty() {
-        return true;
+pub(crate) fn require_gpu() {
+    if let Err(e) = init() {
+        panic!(
+            "this GPU test needs a CUDA driver (scripts/gpu/run.sh runs it on a GPU machine): {e}"
+        );
     }
-    eprintln!("skipped: no CUDA driver");
-    false
+    assert!(
+        !devices().is_empty(),
+        "this GPU test needs a GPU; the CUDA driver reports none"
+    );
 }
+
+/// What the `without_a_driver` tests fail with on a machine that has a CUDA
+/// driver: they check what a machine without one answers, which cannot be
+/// checked there (scripts/gpu/run.sh skips them on GPU machines and counts
+/// them as skipped).
+#[cfg(test)]
+pub(crate) const DRIVER_PRESENT: &str = "this test checks a machine without a CUDA driver, and this one has one: run it where there is none (scripts/gpu/run.sh skips the without_a_driver tests)";

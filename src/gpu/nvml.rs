@@ -187,15 +187,18 @@ pub fn sample() -> Vec<GpuSample> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::driver_or_skip;
+    use crate::gpu::{DRIVER_PRESENT, require_gpu};
+
+    #[test]
+    fn without_a_driver_nothing_is_sampled() {
+        assert!(crate::gpu::init().is_err(), "{DRIVER_PRESENT}");
+        assert!(sample().is_empty());
+    }
 
     #[test]
     #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
-    fn samples_every_gpu_or_none() {
-        if !driver_or_skip() {
-            assert!(sample().is_empty());
-            return;
-        }
+    fn samples_every_gpu() {
+        require_gpu();
         let samples = sample();
         assert_eq!(samples.len(), devices().len(), "{samples:?}");
         for s in samples {

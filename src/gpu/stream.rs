@@ -252,14 +252,11 @@ impl Drop for Stream {
 mod tests {
     use super::*;
     use crate::core::Code;
-    use crate::gpu::{device_alloc, driver_or_skip};
+    use crate::gpu::{DRIVER_PRESENT, device_alloc, require_gpu};
 
     #[test]
     fn without_a_driver_streams_say_so() {
-        if crate::gpu::init().is_ok() {
-            eprintln!("skipped: a CUDA driver is present");
-            return;
-        }
+        assert!(crate::gpu::init().is_err(), "{DRIVER_PRESENT}");
         let e = Stream::new(0).unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);
         assert!(e.message().starts_with("no CUDA driver"), "{e}");
@@ -268,9 +265,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn async_round_trip() {
-        if !driver_or_skip() {
-            return;
-        }
+        require_gpu();
         let stream = Stream::new(0).unwrap();
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let a = device_alloc(0, data.len()).unwrap().into_bytes();
@@ -290,9 +285,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
     fn streams_on_many_threads_keep_their_data_apart() {
-        if !driver_or_skip() {
-            return;
-        }
+        require_gpu();
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
                 std::thread::spawn(move || {

@@ -1264,7 +1264,13 @@ mod tests {
         let cancelled = request.clone();
         let (tx, rx) = mpsc::channel();
         s.submit(cancelled.clone(), Box::new(move |r| tx.send(r).unwrap()));
-        std::thread::sleep(Duration::from_millis(50));
+        // Cancelled once the instance has taken it: the running backend
+        // must notice.
+        let taken = Instant::now();
+        while s.queued() > 0 {
+            assert!(taken.elapsed() < Duration::from_secs(2), "never taken");
+            std::thread::yield_now();
+        }
         cancelled.cancel.cancel();
         let e = rx
             .recv_timeout(Duration::from_secs(2))

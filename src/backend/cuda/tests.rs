@@ -385,10 +385,7 @@ fn has_gpu() -> bool {
 
 #[test]
 fn without_a_driver_instances_fail_with_the_reason() {
-    if has_gpu() {
-        eprintln!("skipped: a CUDA driver is present");
-        return;
-    }
+    assert!(!has_gpu(), "{}", crate::gpu::DRIVER_PRESENT);
     for model in ["simple_cuda", "identity_cuda", "preprocess_cuda"] {
         let e = Cuda
             .create_instance(&context(shipped(model)), 0)
@@ -408,12 +405,11 @@ fn without_a_driver_instances_fail_with_the_reason() {
 // ---------------------------------------------------------------------------
 // GPU tests
 
-fn instance(model: &str) -> Option<Box<dyn ModelInstance>> {
-    if !has_gpu() {
-        eprintln!("skipped: no CUDA driver");
-        return None;
-    }
-    Some(Cuda.create_instance(&context(shipped(model)), 0).unwrap())
+/// An instance of a shipped model on GPU 0; panics without a GPU (see
+/// [`crate::gpu::require_gpu`]).
+fn instance(model: &str) -> Box<dyn ModelInstance> {
+    crate::gpu::require_gpu();
+    Cuda.create_instance(&context(shipped(model)), 0).unwrap()
 }
 
 fn tensor(name: &str, datatype: DataType, shape: Vec<i64>, data: Vec<u8>) -> Tensor {
@@ -448,9 +444,7 @@ fn ints(v: &[i32]) -> Vec<u8> {
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_simple_cuda_matches_simple() {
-    let Some(mut instance) = instance("simple_cuda") else {
-        return;
-    };
+    let mut instance = instance("simple_cuda");
     let a: Vec<i32> = (0..32).map(|i| i * 1_000_003 - 7).collect();
     let b: Vec<i32> = (0..32).map(|i| i32::MAX - i).collect();
     let inputs = [
@@ -520,9 +514,7 @@ fn gpu_device_inputs_and_sinks() {
         }
     }
 
-    let Some(mut instance) = instance("identity_cuda") else {
-        return;
-    };
+    let mut instance = instance("identity_cuda");
     let data: Vec<u8> = (0..4096u32)
         .flat_map(|i| (i * 2_654_435_761).to_le_bytes())
         .collect();
@@ -595,9 +587,7 @@ fn gpu_device_inputs_and_sinks() {
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_preprocess_cuda_matches_reference() {
-    let Some(mut instance) = instance("preprocess_cuda") else {
-        return;
-    };
+    let mut instance = instance("preprocess_cuda");
     let Spec::Preprocess { params, .. } = parse_spec(&shipped("preprocess_cuda")).unwrap() else {
         panic!("preprocess spec");
     };

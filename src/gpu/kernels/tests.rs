@@ -1,7 +1,6 @@
 //! Host-side tests run everywhere; GPU tests compare the kernels with
 //! [`super::reference`]; they are `#[ignore]`d (scripts/gpu/run.sh runs them
-//! with `--include-ignored`) and print `skipped: no CUDA driver` and return
-//! where there is no GPU.
+//! with `--include-ignored`) and fail where there is no GPU.
 
 use std::sync::Arc;
 
@@ -321,13 +320,10 @@ fn reference_preprocess_known_values() {
 // ---------------------------------------------------------------------------
 // GPU tests
 
-/// GPU 0, or `None` (after printing the skip line) without a driver.
-fn gpu() -> Option<i32> {
-    if crate::gpu::init().is_err() || crate::gpu::devices().is_empty() {
-        eprintln!("skipped: no CUDA driver");
-        return None;
-    }
-    Some(0)
+/// GPU 0; panics without one (see [`crate::gpu::require_gpu`]).
+fn gpu() -> i32 {
+    crate::gpu::require_gpu();
+    0
 }
 
 fn upload(stream: &Stream, device: i32, bytes: &[u8]) -> DeviceBytes {
@@ -359,7 +355,7 @@ const SIZES: &[usize] = &[1, 7, 255, 256, 257, 1000, 65_537, 1 << 20, 4 << 20];
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_add_sub_i32_matches_reference() {
-    let Some(device) = gpu() else { return };
+    let device = gpu();
     let stream = Stream::new(device).unwrap();
     let mut rng = Rng(0x5eed);
     for &n in SIZES {
@@ -394,7 +390,7 @@ fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_add_sub_f32_matches_reference() {
-    let Some(device) = gpu() else { return };
+    let device = gpu();
     let stream = Stream::new(device).unwrap();
     let mut rng = Rng(0xf32);
     for &n in SIZES {
@@ -419,7 +415,7 @@ fn gpu_add_sub_f32_matches_reference() {
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_launches_refuse_bad_buffers() {
-    let Some(device) = gpu() else { return };
+    let device = gpu();
     let stream = Stream::new(device).unwrap();
     let small = alloc(device, 64);
     let big = alloc(device, 256);
@@ -474,7 +470,7 @@ fn check_preprocess(stream: &Stream, device: i32, image: Image, params: Preproce
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_preprocess_matches_reference() {
-    let Some(device) = gpu() else { return };
+    let device = gpu();
     let stream = Stream::new(device).unwrap();
     let shapes = [
         (480, 640, 3),
@@ -522,7 +518,7 @@ fn gpu_preprocess_matches_reference() {
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_disk_cache_is_written_reused_and_repaired() {
-    let Some(device) = gpu() else { return };
+    let device = gpu();
     let ctx = crate::gpu::context(device).unwrap();
     let dir = std::env::temp_dir().join(format!("nereid-kernel-cache-gpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -550,7 +546,7 @@ fn gpu_disk_cache_is_written_reused_and_repaired() {
 #[test]
 #[ignore = "needs a CUDA driver: scripts/gpu/run.sh runs it"]
 fn gpu_ptx_fallback_loads() {
-    let Some(device) = gpu() else { return };
+    let device = gpu();
     let ctx = crate::gpu::context(device).unwrap();
     let dir = std::env::temp_dir().join(format!("nereid-kernel-cache-ptx-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
