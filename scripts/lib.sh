@@ -73,20 +73,23 @@ release_binary() {
 
 # start_nereid BIN LOG ARGS...: starts nereid on free loopback HTTP and gRPC
 # ports (and a free metrics port), waits up to NEREID_READY_TIMEOUT seconds
-# (default 60) for /v2/health/ready, and sets NEREID_PID, NEREID_ADDR (HTTP)
-# and NEREID_GRPC_ADDR. On failure prints the server log's tail and returns 1.
+# (default 60) for /v2/health/ready, and sets NEREID_PID, NEREID_ADDR (HTTP),
+# NEREID_GRPC_ADDR and NEREID_METRICS_ADDR. On failure prints the server
+# log's tail and returns 1.
 start_nereid() {
 	local bin="$1" log="$2"
 	shift 2
-	local port grpc_port
+	local port grpc_port metrics_port
 	port="$(free_port)"
 	grpc_port="$(free_port)"
+	metrics_port="$(free_port)"
 	"$bin" --http-address 127.0.0.1 --http-port "$port" \
 		--grpc-address 127.0.0.1 --grpc-port "$grpc_port" \
-		--metrics-port "$(free_port)" "$@" >"$log" 2>&1 &
+		--metrics-port "$metrics_port" "$@" >"$log" 2>&1 &
 	NEREID_PID=$!
 	NEREID_ADDR="127.0.0.1:$port"
 	NEREID_GRPC_ADDR="127.0.0.1:$grpc_port"
+	NEREID_METRICS_ADDR="127.0.0.1:$metrics_port"
 	local deadline=$((SECONDS + ${NEREID_READY_TIMEOUT:-60}))
 	while ((SECONDS < deadline)); do
 		if ! kill -0 "$NEREID_PID" 2>/dev/null; then

@@ -100,7 +100,8 @@ failures_before_e2e=$failures
 step "pytest tests/python (tritonclient.http, tritonclient.grpc, h2)"
 set +e
 # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words by design
-NEREID_URL="$NEREID_ADDR" NEREID_GRPC_URL="$NEREID_GRPC_ADDR" NEREID_BIN="$BIN" NEREID_LOG="$E2E/server.log" \
+NEREID_URL="$NEREID_ADDR" NEREID_GRPC_URL="$NEREID_GRPC_ADDR" NEREID_METRICS_URL="$NEREID_METRICS_ADDR" \
+	NEREID_BIN="$BIN" NEREID_LOG="$E2E/server.log" \
 	"$PY" -m pytest tests/python -q -p no:cacheprovider \
 	--junitxml="$E2E/pytest.xml" ${PYTEST_ARGS:-}
 rc=$?

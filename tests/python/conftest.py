@@ -7,6 +7,8 @@ started through the environment:
 
   NEREID_URL              host:port of a running server (no scheme)
   NEREID_GRPC_URL         host:port of that server's gRPC endpoint
+  NEREID_METRICS_URL      host:port of that server's metrics endpoint
+  NEREID_LOG              that server's log file
   NEREID_BIN              the binary to spawn (default: target/release/nereid,
                           else target/debug/nereid)
   NEREID_MODEL_REPOSITORY the repository to serve (default: model_repository)
@@ -143,6 +145,7 @@ class ExternalServer:
     def __init__(self, url):
         self.url = url
         self.grpc_url = os.environ.get("NEREID_GRPC_URL")
+        self.metrics_url = os.environ.get("NEREID_METRICS_URL")
         self.log_path = os.environ.get("NEREID_LOG")
 
     def alive(self) -> bool:
@@ -225,6 +228,54 @@ def explicit_server(explicit_repository):
     s.start(ready_path="/v2/health/live")
     yield s
     s.stop()
+
+
+class Arrivals:
+    """Sees requests for `model` reach the server, counted from now: the
+    server logs each request's path at verbose level 1, so the waits below
+    are on the server's own record, not on time. Needs the server's log
+    and its verbose level at 1 (`--log-verbose=1` or `/v2/logging`)."""
+
+    def __init__(self, server, model):
+        if not server.log_path:
+            pytest.skip("this test watches the server log: set NEREID_LOG")
+        self.server = server
+        self.needle = f" /v2/models/{model}/infer\n"
+        self.start = self.count()
+
+    def count(self):
+        return Path(self.server.log_path).read_text(errors="replace").count(self.needle)
+
+    def wait(self, n, timeout=10.0):
+        """Waits until `n` requests arrived since this was made."""
+        deadline = time.monotonic() + timeout
+        while self.count() - self.start < n:
+            assert time.monotonic() < deadline, (
+                f"fewer than {n} requests{self.needle.rstrip()} reached the server\n"
+                f"{self.server.log_tail()}"
+            )
+            time.sleep(0.01)
+
+
+def pending_requests(server, model):
+    """`nv_inference_pending_request_count` of `model` version 1: its
+    requests queued and not yet taken by an instance."""
+    if not getattr(server, "metrics_url", None):
+        pytest.skip("this test reads the server's metrics: set NEREID_METRICS_URL")
+    prefix = f'nv_inference_pending_request_count{{model="{model}",version="1"}} '
+    with urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(prefix):
+                return int(float(line[len(prefix):]))
+    raise AssertionError(f"no pending count for {model} in the metrics")
+
+
+def wait_pending(server, model, n, timeout=10.0):
+    """Waits until exactly `n` requests of `model` are queued."""
+    deadline = time.monotonic() + timeout
+    while (got := pending_requests(server, model)) != n:
+        assert time.monotonic() < deadline, f"{model}: {got} requests queued, not {n}"
+        time.sleep(0.01)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

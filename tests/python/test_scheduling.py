@@ -5,9 +5,12 @@ gRPC on the example models `dynamic_batch`, `priority_queue` and `ordered`.
 Each test first occupies the model's single instance with a slow request
 (`execute_delay_ms`), so what it sends next is queued; what the queue then
 does is decided by the batcher's rules (unit-tested with a simulated clock
-in src/scheduler/dynamic_batcher/tests.rs), not by timing. The only timing
-assumption is that a few requests sent right after the blocker arrive well
-within the blocker's execution time (seconds)."""
+in src/scheduler/dynamic_batcher/tests.rs), not by timing. The tests wait
+on the server's own record: the blocker has arrived (the request log, at
+verbose level 1 while this module runs) and left the queue, and requests
+are queued (`nv_inference_pending_request_count`). The only timing
+assumption is that the requests sent behind the blocker arrive within its
+execution time (seconds)."""
 
 import queue
 import socket
@@ -22,6 +25,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 import rawhttp
+from conftest import Arrivals, wait_pending
 
 BLOCK_MS = 1500
 
@@ -92,6 +96,28 @@ class Blocker:
         return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def request_log(server):
+    """The shared server logs each request while these tests run (what
+    `Arrivals` reads), and goes back to its level after."""
+    c = httpclient.InferenceServerClient(server.url)
+    level = c.get_log_settings()["log_verbose_level"]
+    c.update_log_settings({"log_verbose_level": 1})
+    yield
+    c.update_log_settings({"log_verbose_level": level})
+    c.close()
+
+
+def hold(server, model, values, **kwargs):
+    """A Blocker that, when this returns, has reached the server and left
+    the queue: it holds the model's one instance."""
+    arrivals = Arrivals(server, model)
+    blocker = Blocker(server.url, model, values, **kwargs)
+    arrivals.wait(1)
+    wait_pending(server, model, 0)
+    return blocker
+
+
 def infer_http(url, model, values, params=None):
     c = httpclient.InferenceServerClient(url, network_timeout=60)
     try:
@@ -102,10 +128,10 @@ def infer_http(url, model, values, params=None):
         c.close()
 
 
-def test_requests_queued_behind_a_busy_instance_form_a_preferred_batch(url):
+def test_requests_queued_behind_a_busy_instance_form_a_preferred_batch(server, url):
     before = stats(url, "dynamic_batch")
-    blocker = Blocker(url, "dynamic_batch", [[9, 9, 9, 9]])
-    time.sleep(0.2)  # the blocker's 20 ms queue delay passes; it executes
+    # Past its 20 ms queue delay, executing alone.
+    blocker = hold(server, "dynamic_batch", [[9, 9, 9, 9]])
     rows = [[[i, i + 1, i + 2, i + 3]] for i in range(4)]
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(infer_http, url, "dynamic_batch", r) for r in rows]
@@ -129,13 +155,12 @@ def test_a_lone_request_goes_after_the_queue_delay(url):
     assert batch_counts(after).get(2, 0) - batch_counts(before).get(2, 0) == 1
 
 
-def test_a_full_queue_answers_503_over_http_and_unavailable_over_grpc(url, grpc_url):
-    blocker = Blocker(url, "priority_queue", [[0]])
-    time.sleep(0.2)
+def test_a_full_queue_answers_503_over_http_and_unavailable_over_grpc(server, url, grpc_url):
+    blocker = hold(server, "priority_queue", [[0]])
     # Level 2 (the default) holds two queued requests.
     with ThreadPoolExecutor(2) as pool:
         queued = [pool.submit(infer_http, url, "priority_queue", [[i]]) for i in (1, 2)]
-        time.sleep(0.2)
+        wait_pending(server, "priority_queue", 2)
         with pytest.raises(InferenceServerException) as e:
             infer_http(url, "priority_queue", [[3]])
         assert e.value.status() == "503"
@@ -154,9 +179,8 @@ def test_a_full_queue_answers_503_over_http_and_unavailable_over_grpc(url, grpc_
     blocker.join()
 
 
-def test_higher_priority_runs_first(url):
-    blocker = Blocker(url, "priority_queue", [[0]])
-    time.sleep(0.2)
+def test_higher_priority_runs_first(server, url):
+    blocker = hold(server, "priority_queue", [[0]])
     order = []
     lock = threading.Lock()
     results = queue.Queue()
@@ -180,11 +204,12 @@ def test_higher_priority_runs_first(url):
             c.close()
 
     threads = []
-    for value, priority in ((1, 2), (2, 2), (3, 1)):
+    for queued, (value, priority) in enumerate(((1, 2), (2, 2), (3, 1)), start=1):
         t = threading.Thread(target=send_one, args=(value, priority))
         t.start()
         threads.append(t)
-        time.sleep(0.1)  # arrival order 1, 2, 3 while the blocker runs
+        # Arrival order 1, 2, 3 while the blocker runs.
+        wait_pending(server, "priority_queue", queued)
     for t in threads:
         t.join(60)
     blocker.join()
@@ -192,9 +217,8 @@ def test_higher_priority_runs_first(url):
     assert order == [3, 1, 2]
 
 
-def test_a_queue_timeout_rejects_on_time_even_while_the_instance_is_busy(url, grpc_url):
-    blocker = Blocker(url, "priority_queue", [[0]], ms=3000)
-    time.sleep(0.2)
+def test_a_queue_timeout_rejects_on_time_even_while_the_instance_is_busy(server, url, grpc_url):
+    blocker = hold(server, "priority_queue", [[0]], ms=3000)
     start = time.monotonic()
     c = httpclient.InferenceServerClient(url, network_timeout=60)
     with pytest.raises(InferenceServerException) as e:
@@ -235,9 +259,8 @@ def test_preserve_ordering_holds_a_quick_response_behind_a_slow_one(url, grpc_ur
     assert got == ["slow", "quick"]
 
 
-def test_a_disconnected_client_leaves_the_queue_at_once(url):
-    blocker = Blocker(url, "priority_queue", [[0]], ms=3000)
-    time.sleep(0.2)
+def test_a_disconnected_client_leaves_the_queue_at_once(server, url):
+    blocker = hold(server, "priority_queue", [[0]], ms=3000)
     before = stats(url, "priority_queue")
     header = {
         "inputs": [
@@ -261,7 +284,7 @@ def test_a_disconnected_client_leaves_the_queue_at_once(url):
     host, port = rawhttp.split_url(url)
     s = socket.create_connection((host, port))
     s.sendall(request)
-    time.sleep(0.2)  # queued behind the blocker
+    wait_pending(server, "priority_queue", 1)  # queued behind the blocker
     s.close()
     wait_until(
         lambda: int(stats(url, "priority_queue")["inference_stats"]["fail"]["count"])
@@ -274,9 +297,8 @@ def test_a_disconnected_client_leaves_the_queue_at_once(url):
     blocker.join()
 
 
-def test_a_grpc_deadline_cancels_a_queued_request(url, grpc_url):
-    blocker = Blocker(url, "priority_queue", [[0]], ms=3000)
-    time.sleep(0.2)
+def test_a_grpc_deadline_cancels_a_queued_request(server, url, grpc_url):
+    blocker = hold(server, "priority_queue", [[0]], ms=3000)
     before = stats(url, "priority_queue")
     g = grpcclient.InferenceServerClient(grpc_url)
     with pytest.raises(InferenceServerException) as e:
