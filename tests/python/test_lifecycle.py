@@ -1,5 +1,7 @@
 """The process: startup tables, unknown flags, and SIGTERM/SIGINT draining
-in-flight requests, each on a server of the test's own."""
+in-flight requests, each on a server of the test's own. The servers log
+each request (`--log-verbose=1`), so a test sends its signal once its
+request is in the server, not after a guess at how long that takes."""
 
 import signal
 import threading
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from conftest import NereidServer
+from conftest import Arrivals, NereidServer, wait_pending
 
 
 def delay_infer(url, ms, results, timeout=30):
@@ -25,10 +27,28 @@ def delay_infer(url, ms, results, timeout=30):
         c.close()
 
 
+def wait_logged(s, needle, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while needle not in s.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"the server never logged {needle!r}\n{s.log_tail()}"
+        time.sleep(0.01)
+
+
+def start_delay_infer(s, ms, results):
+    """A `delay` request on a thread; returns once it is executing."""
+    arrivals = Arrivals(s, "delay")
+    t = threading.Thread(target=delay_infer, args=(s.url, ms, results))
+    t.start()
+    arrivals.wait(1)
+    wait_pending(s, "delay", 0)
+    return t
+
+
 def test_startup_prints_model_and_option_tables():
     s = NereidServer(name="nereid-tables").start()
     try:
-        time.sleep(0.2)
+        # The tables follow the startup load, which readiness does not wait on.
+        wait_logged(s, "model_repository_path")
         log = s.log_path.read_text(errors="replace")
     finally:
         s.stop()
@@ -50,11 +70,9 @@ def test_unknown_flag_warns_and_starts():
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_drains_in_flight_requests(sig):
-    s = NereidServer(["--exit-timeout-secs=20"], name="nereid-drain").start()
+    s = NereidServer(["--exit-timeout-secs=20", "--log-verbose=1"], name="nereid-drain").start()
     results = []
-    t = threading.Thread(target=delay_infer, args=(s.url, 1500, results))
-    t.start()
-    time.sleep(0.5)  # the request is executing
+    t = start_delay_infer(s, 1500, results)
     s.proc.send_signal(sig)
     t.join(30)
     rc = s.proc.wait(30)
@@ -63,11 +81,9 @@ def test_signal_drains_in_flight_requests(sig):
 
 
 def test_exit_timeout_bounds_shutdown():
-    s = NereidServer(["--exit-timeout-secs=1"], name="nereid-exit-timeout").start()
+    s = NereidServer(["--exit-timeout-secs=1", "--log-verbose=1"], name="nereid-exit-timeout").start()
     results = []
-    t = threading.Thread(target=delay_infer, args=(s.url, 20000, results))
-    t.start()
-    time.sleep(0.5)
+    t = start_delay_infer(s, 20000, results)
     start = time.monotonic()
     s.proc.send_signal(signal.SIGTERM)
     s.proc.wait(15)
@@ -79,13 +95,13 @@ def test_exit_timeout_bounds_shutdown():
 
 
 def test_no_new_connections_after_signal():
-    s = NereidServer(["--exit-timeout-secs=20"], name="nereid-stop-accepting").start()
+    s = NereidServer(
+        ["--exit-timeout-secs=20", "--log-verbose=1"], name="nereid-stop-accepting"
+    ).start()
     results = []
-    t = threading.Thread(target=delay_infer, args=(s.url, 2000, results))
-    t.start()
-    time.sleep(0.5)
+    t = start_delay_infer(s, 2000, results)
     s.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_logged(s, "Waiting for in-flight requests to complete")
     c = httpclient.InferenceServerClient(url=s.url, connection_timeout=2, network_timeout=2)
     try:
         # Refused (or never answered), or at least no longer ready.

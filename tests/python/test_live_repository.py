@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import NereidServer, model_repository
+from conftest import Arrivals, NereidServer, model_repository
 
 POLL_ARGS = ["--model-control-mode=poll", "--repository-poll-secs=1"]
 
@@ -263,7 +263,7 @@ def delay_warmup_repository(tmp_path, delay_ms):
 def test_not_ready_while_starting_and_after_sigterm(tmp_path, strict):
     repo = delay_warmup_repository(tmp_path, 1500)
     s = NereidServer(
-        [f"--strict-readiness={strict}", "--exit-timeout-secs=20"],
+        [f"--strict-readiness={strict}", "--exit-timeout-secs=20", "--log-verbose=1"],
         repository=repo,
         name="nereid-startup",
     )
@@ -301,12 +301,13 @@ def test_not_ready_while_starting_and_after_sigterm(tmp_path, strict):
             finally:
                 h.close()
 
-        # A slow request keeps the server draining (and its endpoints up)
-        # after the signal; whether it got in before the signal changes how
-        # readiness is refused (an answer or a closed endpoint), not that it is.
+        # A slow request, in the server before the signal, keeps the server
+        # draining after it; readiness is refused either as an answer or by
+        # a closed endpoint.
+        arrivals = Arrivals(s, "delay")
         t = threading.Thread(target=slow_infer)
         t.start()
-        time.sleep(0.5)
+        arrivals.wait(1)
         s.proc.send_signal(signal.SIGTERM)
 
         def not_ready(ask):

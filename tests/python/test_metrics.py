@@ -15,7 +15,6 @@ request sent right away arrives well within another's execution time
 import re
 import shutil
 import socket
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import NereidServer, model_repository
+from conftest import Arrivals, NereidServer, model_repository
 from test_scheduling import wait_until
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -148,8 +147,9 @@ def run_workload(server):
     )
 
     # One instance executing, two queued, the fourth refused. The first
-    # request holds the instance for 3 s (the others arrive well inside
-    # that, even on a loaded machine); the queue limit decides the rest.
+    # request holds the instance for 3 s (the others, sent once it is in the
+    # server and out of the queue, arrive well inside that); the queue limit
+    # decides the rest.
     def send(i, delay_ms):
         c = httpclient.InferenceServerClient(server.url, network_timeout=60)
         try:
@@ -172,8 +172,10 @@ def run_workload(server):
         )
 
     with ThreadPoolExecutor(4) as pool:
+        arrivals = Arrivals(server, "priority_queue")
         futures = [pool.submit(send, 0, 3000)]
-        time.sleep(0.3)  # the blocker reaches the idle instance first
+        arrivals.wait(1)
+        wait_until(lambda: pending() == 0, what="the blocker to leave the queue")
         futures += [pool.submit(send, i, 0) for i in (1, 2, 3)]
         wait_until(lambda: pending() == 2, what="two requests queued on priority_queue")
         outcomes = sorted(str(f.result(timeout=60)) for f in futures)
@@ -189,7 +191,10 @@ def stats(client, model):
 @pytest.fixture(scope="module")
 def loaded():
     """A server of its own with the workload run on it."""
-    s = NereidServer(["--metrics-interval-ms=100"], name="nereid-metrics").start()
+    # Verbose level 1 logs each request, which `Arrivals` reads.
+    s = NereidServer(
+        ["--metrics-interval-ms=100", "--log-verbose=1"], name="nereid-metrics"
+    ).start()
     try:
         run_workload(s)
         yield s
