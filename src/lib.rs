@@ -1,13 +1,13 @@
 //! nereid: an inference server speaking Triton's protocols.
 //!
 //! Layers, top to bottom (each calls only those below it): `net` (mio event
-//! loops and sockets), `protocol` (sans-IO HTTP/1.1 and the KServe v2 codec),
-//! `server` (the handle front ends call), `repository` (model repository and
-//! lifecycle), `scheduler` (instance threads and queues), `backend` (model
-//! implementations), `core` (shared types). `metrics` serves Prometheus
-//! metrics from the server's statistics, beside the protocols. `gpu` (CUDA,
-//! loaded at run time) and `shm` (client shared memory) are the only
-//! modules with unsafe code.
+//! loops and sockets), `protocol` (sans-IO HTTP/1.1, HTTP/2, gRPC and the
+//! KServe v2 codec and REST routes), `server` (the handle front ends call),
+//! `repository` (model repository and lifecycle), `scheduler` (instance
+//! threads, batchers, ensembles), `backend` (model implementations), `core`
+//! (shared types). `metrics` serves Prometheus metrics from the server's
+//! statistics, beside the protocols. `gpu` (CUDA, loaded at run time) and
+//! `shm` (client shared memory) are the only modules with unsafe code.
 
 pub mod backend;
 pub mod cli;
