@@ -11,7 +11,8 @@
 #      into /tmp/site, puts /usr/local/cuda/lib64 (NVRTC) on
 #      LD_LIBRARY_PATH, prints the GPUs, driver and CUDA versions
 #   2. tests: the Rust GPU unit tests (NEREID_GPU_TEST_BIN, default
-#      target/gpu-tests/nereid-lib-tests, when present); nereid on free
+#      target/gpu-tests/nereid-lib-tests, when present; the without_a_driver
+#      tests and the IPC helper process are skipped, and counted so); nereid on free
 #      loopback ports with model_repository and model_repository_gpu in
 #      explicit mode (the CPU and CUDA models the suite uses; no ONNX/OCR
 #      models needed) and client shared memory allowed; the pytest suite tests/gpu, which also
