@@ -6,7 +6,8 @@ suite's own with tritonclient:
   inputs (START, READY, CORRID) and an implicit state, which the
   configuration lists under `sequence_batching`, not `input`;
 - a non-batching ensemble over a batching model (Triton's L0_infer_zero
-  shape): it loads, and the step sees the tensor as a batch of one;
+  shape): it loads, and the step sees the tensor as a batch of one; and a
+  batching ensemble over a non-batching model;
 - the dynamic batcher sending a request larger than the largest preferred
   batch size at once, seen in the statistics' batch_stats;
 - a system shared memory region registered at a large offset, read and
@@ -125,6 +126,29 @@ def build_repository(root):
         "] }\n"
     )
 
+    # The other way round: a batching ensemble over a non-batching model
+    # whose dims are the ensemble's without the batch dimension.
+    d = root / "nop_nobatch"
+    (d / "1").mkdir(parents=True)
+    (d / "config.pbtxt").write_text(
+        'backend: "identity"\n'
+        "max_batch_size: 0\n"
+        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+    )
+    d = root / "ensemble_batch"
+    (d / "1").mkdir(parents=True)
+    (d / "config.pbtxt").write_text(
+        'platform: "ensemble"\n'
+        "max_batch_size: 8\n"
+        'input [ { name: "X" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        "ensemble_scheduling { step [\n"
+        '  { model_name: "nop_nobatch" model_version: -1\n'
+        '    input_map { key: "INPUT0" value: "X" } output_map { key: "OUTPUT0" value: "Y" } }\n'
+        "] }\n"
+    )
+
     # L0_batcher's setting: preferred sizes 2 and 6, a delay long enough
     # that waiting it out is visible as a client timeout.
     d = root / "batch_gt_max_preferred"
@@ -232,6 +256,18 @@ def test_non_batching_ensemble_over_a_batching_model(http, grpc):
     # Each of the two steps of both requests ran as a batch of one row:
     # the composing model saw [1, 5].
     assert batch_stats(http, "nop_batching").get(1, 0) == before + 4
+
+
+def test_batching_ensemble_over_a_non_batching_model(http):
+    assert http.is_model_ready("ensemble_batch")
+    data = np.arange(4, dtype=np.float32).reshape(1, 4)
+    inp = httpclient.InferInput("X", [1, 4], "FP32")
+    inp.set_data_from_numpy(data)
+    # A batch of one loses its batch dimension on the way into the step
+    # ([4], the step's dims) and the ensemble answers [1, 4] again.
+    r = http.infer("ensemble_batch", [inp])
+    assert r.as_numpy("Y").shape == (1, 4)
+    np.testing.assert_array_equal(r.as_numpy("Y"), data)
 
 
 def test_more_rows_than_the_largest_preferred_size_go_at_once(server):

@@ -100,11 +100,14 @@ TEST_MODELS = {
         [tensor("OUTPUT0")],
         [step("identity_int32", [("INPUT0", "NOWHERE")], [("OUTPUT0", "OUTPUT0")])],
     ),
+    # Batching more than a batching composing model does (Triton's rule; a
+    # non-batching composing model is allowed when the shapes agree).
     "bad_batch": ensemble(
         "bad_batch",
-        [tensor("INPUT0", dims="[ 4 ]")],
-        [tensor("OUTPUT0", dims="[ 4 ]")],
-        [step("fault", [("INPUT0", "INPUT0")], [("OUTPUT0", "OUTPUT0")])],
+        [tensor("INPUT0")],
+        [tensor("OUTPUT0")],
+        [step(*IDENTITY)],
+        max_batch_size=16,
     ),
     "bad_unknown": ensemble(
         "bad_unknown",
@@ -124,8 +127,8 @@ LOAD_ERRORS = {
     "to ensemble tensor 'SPARE', which no step reads and is not an ensemble output",
     "bad_missing": "ensemble 'bad_missing': step 1 'identity_int32' reads input 'INPUT0' "
     "from ensemble tensor 'NOWHERE', which is neither an ensemble input nor any step's output",
-    "bad_batch": "ensemble 'bad_batch': step 1 'fault': the ensemble batches up to 8 but "
-    "model 'fault' has max_batch_size 0",
+    "bad_batch": "ensemble 'bad_batch': step 1 'identity_int32': the ensemble batches up to 16 "
+    "but model 'identity_int32' has max_batch_size 8",
     "bad_unknown": "ensemble 'bad_unknown': composing model 'no_such_model' failed to load",
 }
 
