@@ -27,22 +27,28 @@
 //! does not match its dims as it is; the ensemble's outputs follow the
 //! same rule against the ensemble's own batching. So a non-batching
 //! ensemble over batching models hands them `[1, ...]` and answers with
-//! the shapes it declares. The first step
-//! that fails fails the request, naming the step, and cancels the steps
-//! still running; cancelling the ensemble request cancels its steps.
+//! the shapes it declares. The first step that fails fails the request
+//! with Triton's wording, `in ensemble 'name', ` before the step's own
+//! message (the step is named in a verbose log line), and cancels the
+//! steps still running; cancelling the ensemble request cancels its steps.
 //!
 //! The scheduler never calls the repository: a [`StepRouter`] it is given
 //! submits each step to whichever version of the composing model serves at
 //! that moment, so a reload of a composing model is picked up by the next
 //! request. The ensemble's own statistics count its requests (success and
-//! failure); the composing models count their steps under their own names.
+//! failure) and, as Triton's do, one execution per successful request at
+//! its batch size (at least 1), so `execution_count` and `batch_stats` of
+//! an ensemble around a sequence model read like the model's; the
+//! composing models count their steps under their own names.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::stats::{FailureReason, ModelStats, RequestTiming, StatsCollector};
+use super::stats::{
+    DispatchReason, ExecutionTiming, FailureReason, ModelStats, RequestTiming, StatsCollector,
+};
 use super::{Completion, lock, request_rows, validate};
 use crate::core::proto::ModelConfig;
 use crate::core::proto::inference::model_config::SchedulingChoice;
@@ -712,6 +718,13 @@ impl Run {
                 compute_infer: Duration::ZERO,
                 compute_output: Duration::ZERO,
             });
+            self.shared.stats.record_execution(&ExecutionTiming {
+                batch_size: self.rows.max(1),
+                reason: DispatchReason::Single,
+                compute_input: Duration::ZERO,
+                compute_infer: Duration::ZERO,
+                compute_output: Duration::ZERO,
+            });
             complete(Ok(InferResponse {
                 model_name: plan.name.clone(),
                 model_version: self.shared.version,
@@ -739,16 +752,18 @@ impl Run {
             )
         } else {
             let step = &self.shared.plan.steps[s];
+            log::debug!(
+                "ensemble '{}': step {} '{}' failed: {}",
+                self.shared.plan.name,
+                s + 1,
+                step.model,
+                e.message()
+            );
+            // Triton's wording, which clients match the start of.
             (
                 Error::new(
                     e.code(),
-                    format!(
-                        "in ensemble '{}', step {} '{}': {}",
-                        self.shared.plan.name,
-                        s + 1,
-                        step.model,
-                        e.message()
-                    ),
+                    format!("in ensemble '{}', {}", self.shared.plan.name, e.message()),
                 ),
                 FailureReason::Backend,
             )
@@ -1055,6 +1070,9 @@ mod tests {
         let stats = scheduler.statistics();
         assert_eq!((stats.success.count, stats.fail.count), (1, 0));
         assert_eq!(stats.inference_count, 1);
+        // One execution per successful request, at its batch size.
+        assert_eq!(stats.execution_count, 1);
+        assert_eq!(stats.batches.keys().copied().collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]
@@ -1067,7 +1085,7 @@ mod tests {
         fail_right(Err(Error::new(Code::Internal, "boom")));
         let error = lock(&answer).take().unwrap().unwrap_err();
         assert_eq!(error.code(), Code::Internal);
-        assert_eq!(error.message(), "in ensemble 'e', step 2 'right': boom");
+        assert_eq!(error.message(), "in ensemble 'e', boom");
         // The branch still running is told to stop; the join never starts.
         assert!(left.cancel.is_cancelled());
         assert!(held.waiting().is_empty());

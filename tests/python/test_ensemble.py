@@ -200,13 +200,15 @@ def test_results(serving, protocol, model):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_failing_step_is_named(serving, protocol):
+def test_failing_step_fails_the_request_in_tritons_wording(serving, protocol):
     module, client = client_for(serving, protocol)
     x = module.InferInput("INPUT0", [4], "INT32")
     x.set_data_from_numpy(np.arange(4, dtype=np.int32))
     with pytest.raises(InferenceServerException) as e:
         client.infer("fault_second", [x])
-    assert "in ensemble 'fault_second', step 2 'fault': " in e.value.message(), e.value.message()
+    # Triton's wording: the ensemble, then the failing model's own message.
+    assert e.value.message().startswith("in ensemble 'fault_second', "), e.value.message()
+    assert "fault" in e.value.message()[len("in ensemble 'fault_second', ") :], e.value.message()
     # The ensemble and its models stay up.
     assert client.is_model_ready("fault_second")
     client.close()
