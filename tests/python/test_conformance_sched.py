@@ -256,6 +256,11 @@ def test_non_batching_ensemble_over_a_batching_model(http, grpc):
     # Each of the two steps of both requests ran as a batch of one row:
     # the composing model saw [1, 5].
     assert batch_stats(http, "nop_batching").get(1, 0) == before + 4
+    # The ensemble's own statistics count one execution per request, as
+    # Triton's do.
+    ensemble = http.get_inference_statistics("ensemble_nobatch")["model_stats"][0]
+    assert ensemble["execution_count"] == 2
+    assert batch_stats(http, "ensemble_nobatch") == {1: 2}
 
 
 def test_batching_ensemble_over_a_non_batching_model(http):
