@@ -317,3 +317,46 @@ impl BackendRegistry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::config::parse_config_text;
+
+    #[test]
+    fn sequence_batching_supplies_its_controls_and_states() {
+        let config = parse_config_text(
+            r#"name: "s" max_batch_size: 4
+            input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+            output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+            sequence_batching {
+              control_input [
+                { name: "START" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] } ] },
+                { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY bool_false_true: [ false, true ] } ] },
+                { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_STRING } ] }
+              ]
+              state [ { input_name: "IN_S" output_name: "OUT_S" data_type: TYPE_INT64 dims: [ 2, 3 ] } ]
+            }"#,
+        )
+        .unwrap();
+        let supplied = supplied_inputs(&config);
+        let got: Vec<(&str, Option<DataType>, &[i64])> = supplied
+            .iter()
+            .map(|s| (s.name.as_str(), s.datatype, s.dims.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("START", Some(DataType::Fp32), &[1][..]),
+                ("READY", Some(DataType::Bool), &[1][..]),
+                ("CORRID", Some(DataType::Bytes), &[1][..]),
+                ("IN_S", Some(DataType::Int64), &[2, 3][..]),
+            ]
+        );
+        assert_eq!(state_outputs(&config), vec!["OUT_S".to_owned()]);
+        // Without sequence_batching nothing is supplied.
+        let plain = parse_config_text(r#"name: "p" max_batch_size: 4"#).unwrap();
+        assert!(supplied_inputs(&plain).is_empty());
+        assert!(state_outputs(&plain).is_empty());
+    }
+}
