@@ -11,14 +11,27 @@
 //! ```
 //!
 //! With `log_format = "ISO8601"` the prefix is
-//! `2024-11-22T02:16:00Z I http.rs:118]`. Errors, warnings and information
-//! map to `E`, `W` and `I`; `log::Level::Debug` is verbose level 1 and
-//! `Trace` verbose level 2, both printed as `I` lines as Triton prints its
-//! verbose messages. Lines go to standard error, or to `log_file` when set.
+//! `2024-11-22T02:16:00Z I 4242 http.rs:118]`. Errors, warnings and
+//! information map to `E`, `W` and `I`; `log::Level::Debug` is verbose
+//! level 1 and `Trace` verbose level 2, both printed as `I` lines as Triton
+//! prints its verbose messages. Lines go to standard error, or to
+//! `log_file` when set.
+//!
+//! # Escaping
+//! Messages carry strings clients chose (model and input names, request
+//! ids, header values), so a message is written as one JSON string, quotes
+//! included, as Triton writes it: a newline or an escape sequence inside
+//! it cannot start a forged line or drive a terminal. Setting
+//! `TRITON_SERVER_ESCAPE_LOG_MESSAGES` to `0` or `false` writes messages
+//! raw instead, as Triton does. A table (target [`TABLE_TARGET`]) is a
+//! heading line, escaped like any message (nothing when empty), then the
+//! table's lines as they are, only with control characters in them
+//! escaped, so the table stays readable and still cannot forge a line.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Logging settings, as the `/v2/logging` extension exposes them.
@@ -56,6 +69,26 @@ pub const FORMAT_DEFAULT: &str = "default";
 /// The ISO 8601 format name.
 pub const FORMAT_ISO8601: &str = "ISO8601";
 
+/// The `log` target of a message that is a heading line and a table
+/// (module doc): `log::info!(target: TABLE_TARGET, "{heading}\n{table}")`.
+pub const TABLE_TARGET: &str = "nereid::table";
+
+/// The environment variable that turns escaping off (`0` or `false`).
+pub const ESCAPE_ENVIRONMENT_VARIABLE: &str = "TRITON_SERVER_ESCAPE_LOG_MESSAGES";
+
+/// Whether messages are escaped (module doc); read from the environment
+/// once, by [`init`].
+static ESCAPE: AtomicBool = AtomicBool::new(true);
+
+/// Whether the value of [`ESCAPE_ENVIRONMENT_VARIABLE`] asks for escaping:
+/// everything but `0` and `false` (any case) does, as no value does.
+fn escape_wanted(value: Option<&str>) -> bool {
+    value.is_none_or(|v| {
+        let v = v.trim();
+        v != "0" && !v.eq_ignore_ascii_case("false")
+    })
+}
+
 /// Whether a format name is one the logger knows.
 pub fn is_known_format(format: &str) -> bool {
     format == FORMAT_DEFAULT || format == FORMAT_ISO8601
@@ -77,6 +110,8 @@ static LOGGER: Logger = Logger {
 /// Installs the logger with these settings. Calling it again only applies
 /// the settings.
 pub fn init(settings: LogSettings) -> Result<(), String> {
+    let escape = escape_wanted(std::env::var(ESCAPE_ENVIRONMENT_VARIABLE).ok().as_deref());
+    ESCAPE.store(escape, Ordering::Relaxed);
     set_settings(settings)?;
     // Fails only when a logger is already installed: ours, by an earlier
     // call, whose settings were just replaced.
@@ -165,6 +200,12 @@ impl log::Log for Logger {
         if !enabled_in(&state.settings, record.level()) {
             return;
         }
+        let message = record.args().to_string();
+        let message = if ESCAPE.load(Ordering::Relaxed) {
+            escape_message(&message, record.target() == TABLE_TARGET)
+        } else {
+            message
+        };
         let line = format_line(
             &state.settings.log_format,
             record.level(),
@@ -172,7 +213,7 @@ impl log::Log for Logger {
             std::process::id(),
             record.file().unwrap_or("?"),
             record.line().unwrap_or(0),
-            &record.args().to_string(),
+            &message,
         );
         // A log line that cannot be written has nowhere better to go.
         let _ = match state.file.as_ref() {
@@ -188,6 +229,35 @@ impl log::Log for Logger {
             None => std::io::stderr().flush(),
         };
     }
+}
+
+/// A message as the log writes it when escaping (module doc): one JSON
+/// string, or for a table its heading as one (nothing when empty) and
+/// its lines with control characters escaped.
+fn escape_message(message: &str, table: bool) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    if !table {
+        return quoted(message);
+    }
+    let Some((heading, rest)) = message.split_once('\n') else {
+        return quoted(message);
+    };
+    let mut out = if heading.is_empty() {
+        String::new()
+    } else {
+        quoted(heading)
+    };
+    for line in rest.split('\n') {
+        out.push('\n');
+        for c in line.chars() {
+            if c.is_control() {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// One log line, newline included.
@@ -212,7 +282,7 @@ fn format_line(
     let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
     if format == FORMAT_ISO8601 {
         format!(
-            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z {letter} {base}:{line}] {message}\n"
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z {letter} {pid} {base}:{line}] {message}\n"
         )
     } else {
         let micros = since.subsec_micros();
@@ -275,12 +345,36 @@ mod tests {
         );
         assert_eq!(
             format_line(FORMAT_ISO8601, log::Level::Error, t, 1, "a/b.rs", 3, "e"),
-            "2023-11-22T02:16:00Z E b.rs:3] e\n"
+            "2023-11-22T02:16:00Z E 1 b.rs:3] e\n"
         );
         assert_eq!(
             format_line(FORMAT_DEFAULT, log::Level::Debug, t, 1, "x.rs", 1, "v"),
             "I1122 02:16:00.123456 1 x.rs:1] v\n"
         );
+    }
+
+    #[test]
+    fn messages_are_escaped_so_they_cannot_forge_lines() {
+        let forged = "name '\nI0205 18:34:18.707423 1 file.cc:123] forged\u{1b}[31m\u{7}'";
+        assert_eq!(
+            escape_message(forged, false),
+            r#""name '\nI0205 18:34:18.707423 1 file.cc:123] forged\u001b[31m\u0007'""#
+        );
+        assert_eq!(escape_message("say \"hi\"", false), r#""say \"hi\"""#);
+        // A table keeps its lines; control characters inside them are
+        // escaped, and an empty heading writes nothing.
+        let table = "\n+---+\n| a\u{1b} |\n+---+";
+        assert_eq!(escape_message(table, true), "\n+---+\n| a\\u001b |\n+---+");
+        assert_eq!(escape_message("models\n+-+", true), "\"models\"\n+-+");
+    }
+
+    #[test]
+    fn the_environment_turns_escaping_off_with_0_or_false() {
+        assert!(escape_wanted(None));
+        assert!(escape_wanted(Some("1")));
+        assert!(escape_wanted(Some("yes")));
+        assert!(!escape_wanted(Some("0")));
+        assert!(!escape_wanted(Some("FALSE")));
     }
 
     #[test]
@@ -317,8 +411,9 @@ mod tests {
         log::info!("written to the file");
         log::logger().flush();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(" I logging.rs:"), "{text}");
-        assert!(text.contains("] written to the file"), "{text}");
+        assert!(text.contains(" I "), "{text}");
+        assert!(text.contains(" logging.rs:"), "{text}");
+        assert!(text.contains("] \"written to the file\""), "{text}");
 
         let bad = LogSettings {
             log_format: "xml".to_owned(),

@@ -203,12 +203,17 @@ fn serve(options: &Options) -> Result<(), String> {
         .map(|(name, version, status)| [name, version, status])
         .collect();
     log::info!(
+        target: logging::TABLE_TARGET,
         "\n{}",
         cli::format_table(&["Model", "Version", "Status"], &models)
     );
     let rows = options.table(env!("CARGO_PKG_VERSION"), EXTENSIONS);
     let rows: Vec<[String; 2]> = rows.into_iter().map(|(k, v)| [k, v]).collect();
-    log::info!("\n{}", cli::format_table(&["Option", "Value"], &rows));
+    log::info!(
+        target: logging::TABLE_TARGET,
+        "\n{}",
+        cli::format_table(&["Option", "Value"], &rows)
+    );
 
     if let Err(e) = loaded {
         if options.exit_on_error {

@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::core::proto::ModelConfig;
+use crate::core::proto::inference::model_config::SchedulingChoice;
 use crate::core::proto::inference::model_instance_group::Kind as GroupKind;
-use crate::core::{Bindings, CancelFlag, Error, NO_BINDINGS, Result, Tensor};
+use crate::core::proto::inference::model_sequence_batching::control::Kind as ControlKind;
+use crate::core::{Bindings, CancelFlag, DataType, Error, NO_BINDINGS, Result, Tensor};
 
 /// What a backend knows about the model version it serves.
 #[derive(Debug, Clone)]
@@ -95,6 +97,67 @@ pub fn placements(config: &ModelConfig) -> Vec<Placement> {
         });
     }
     all
+}
+
+/// An input the sequence batcher adds to every request of a model with
+/// `sequence_batching`: a control input or an implicit state's
+/// `input_name`. It is an input the model may have beside the
+/// configuration's `input`s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppliedInput {
+    /// The input's name.
+    pub name: String,
+    /// Its datatype: the control's false/true pair's type, the CORRID
+    /// control's or the state's `data_type`; `None` when the configuration
+    /// gives none (the scheduler's validation refuses such a model).
+    pub datatype: Option<DataType>,
+    /// Its dims after the batch dimension: `[1]` for a control, the
+    /// state's `dims` for a state.
+    pub dims: Vec<i64>,
+}
+
+/// The inputs `config`'s `sequence_batching` supplies (none without one).
+pub fn supplied_inputs(config: &ModelConfig) -> Vec<SuppliedInput> {
+    let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice else {
+        return Vec::new();
+    };
+    let controls = sb.control_input.iter().map(|ci| {
+        let datatype = ci.control.first().and_then(|c| {
+            if c.kind() == ControlKind::ControlSequenceCorrid {
+                DataType::from_config_enum(c.data_type)
+            } else if !c.int32_false_true.is_empty() {
+                Some(DataType::Int32)
+            } else if !c.fp32_false_true.is_empty() {
+                Some(DataType::Fp32)
+            } else if !c.bool_false_true.is_empty() {
+                Some(DataType::Bool)
+            } else {
+                None
+            }
+        });
+        SuppliedInput {
+            name: ci.name.clone(),
+            datatype,
+            dims: vec![1],
+        }
+    });
+    let states = sb.state.iter().map(|s| SuppliedInput {
+        name: s.input_name.clone(),
+        datatype: DataType::from_config_enum(s.data_type),
+        dims: s.dims.clone(),
+    });
+    controls.chain(states).collect()
+}
+
+/// The outputs `config`'s implicit states are read back from after every
+/// run: a backend produces them whether or not the client asked for them.
+pub fn state_outputs(config: &ModelConfig) -> Vec<String> {
+    match &config.scheduling_choice {
+        Some(SchedulingChoice::SequenceBatching(sb)) => {
+            sb.state.iter().map(|s| s.output_name.clone()).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// One execution: inputs already validated against the configuration
@@ -252,5 +315,48 @@ impl BackendRegistry {
                 self.names().join(", ")
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::config::parse_config_text;
+
+    #[test]
+    fn sequence_batching_supplies_its_controls_and_states() {
+        let config = parse_config_text(
+            r#"name: "s" max_batch_size: 4
+            input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+            output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+            sequence_batching {
+              control_input [
+                { name: "START" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] } ] },
+                { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY bool_false_true: [ false, true ] } ] },
+                { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_STRING } ] }
+              ]
+              state [ { input_name: "IN_S" output_name: "OUT_S" data_type: TYPE_INT64 dims: [ 2, 3 ] } ]
+            }"#,
+        )
+        .unwrap();
+        let supplied = supplied_inputs(&config);
+        let got: Vec<(&str, Option<DataType>, &[i64])> = supplied
+            .iter()
+            .map(|s| (s.name.as_str(), s.datatype, s.dims.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("START", Some(DataType::Fp32), &[1][..]),
+                ("READY", Some(DataType::Bool), &[1][..]),
+                ("CORRID", Some(DataType::Bytes), &[1][..]),
+                ("IN_S", Some(DataType::Int64), &[2, 3][..]),
+            ]
+        );
+        assert_eq!(state_outputs(&config), vec!["OUT_S".to_owned()]);
+        // Without sequence_batching nothing is supplied.
+        let plain = parse_config_text(r#"name: "p" max_batch_size: 4"#).unwrap();
+        assert!(supplied_inputs(&plain).is_empty());
+        assert!(state_outputs(&plain).is_empty());
     }
 }

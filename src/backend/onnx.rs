@@ -19,7 +19,10 @@
 //! `default-max-batch-size` backend setting (4) when none is set, plus
 //! `dynamic_batching { }` when that is above 1 and no scheduler is set.
 //! Every instance checks the configuration against the model (names,
-//! datatypes, dims), naming the tensor that differs.
+//! datatypes, dims), naming the tensor that differs; the inputs the
+//! sequence batcher supplies (`sequence_batching`'s control inputs and
+//! implicit states) count as configured, and state outputs are produced on
+//! every run so the batcher can carry them to the sequence's next request.
 //!
 //! Each instance owns one ONNX Runtime session: `Session::run` needs the
 //! session exclusively, so per-instance sessions let instances run in
@@ -894,6 +897,10 @@ struct OnnxInstance {
     session: Session,
     inputs: Vec<InputPlan>,
     outputs: Vec<OutputPlan>,
+    /// The implicit states' outputs the model has: produced on every run,
+    /// since the sequence batcher reads them back whether or not the
+    /// client asked for them.
+    state_outputs: Vec<String>,
     /// The `memory.*` parameters: ONNX Runtime run configuration entries
     /// (`memory.enable_memory_arena_shrinkage`), set on every run.
     run_entries: Vec<(String, String)>,
@@ -926,14 +933,32 @@ impl OnnxInstance {
                 batched: mbs > 0,
             });
         }
+        // The sequence batcher's control and state inputs are the model's
+        // too, though the configuration lists them elsewhere; a model may
+        // leave out any of them (Triton's example models take only some).
+        for supplied in super::supplied_inputs(config) {
+            if config.input.iter().any(|i| i.name == supplied.name) {
+                continue;
+            }
+            let Some(declared) = model_inputs.iter().find(|t| t.name == supplied.name) else {
+                continue;
+            };
+            let config_type = supplied.datatype.map_or(0, DataType::config_enum);
+            check_tensor(model, "input", declared, config_type, &supplied.dims, mbs)?;
+            inputs.push(InputPlan {
+                name: supplied.name,
+                model_shape: declared.dims.is_empty().then(Vec::new),
+                batched: mbs > 0,
+            });
+        }
         if let Some(missing) = model_inputs
             .iter()
-            .find(|t| !config.input.iter().any(|i| i.name == t.name))
+            .find(|t| !inputs.iter().any(|i| i.name == t.name))
         {
             return Err(Error::invalid_arg(format!(
                 "model '{model}': model input '{}' is missing from the configuration, which declares {} of the model's {} inputs",
                 missing.name,
-                config.input.len(),
+                inputs.len(),
                 model_inputs.len()
             )));
         }
@@ -962,10 +987,15 @@ impl OnnxInstance {
             .filter(|(k, _)| k.starts_with("memory."))
             .map(|(k, v)| (k.clone(), v.string_value.clone()))
             .collect();
+        let state_outputs = super::state_outputs(config)
+            .into_iter()
+            .filter(|name| model_outputs.iter().any(|t| &t.name == name))
+            .collect();
         Ok(OnnxInstance {
             session,
             inputs,
             outputs,
+            state_outputs,
             run_entries,
         })
     }
@@ -985,8 +1015,17 @@ impl ModelInstance for OnnxInstance {
             let shape = plan.shape_for(&tensor.shape)?;
             feeds.push((plan.name.as_str(), input_value(tensor, shape)?));
         }
+        let wanted: Vec<&String> = request
+            .outputs
+            .iter()
+            .chain(
+                self.state_outputs
+                    .iter()
+                    .filter(|s| !request.outputs.contains(s)),
+            )
+            .collect();
         let mut selector = OutputSelector::no_default();
-        for name in request.outputs {
+        for name in &wanted {
             selector = selector.with(name.as_str());
         }
         let mut options = RunOptions::new()
@@ -1001,8 +1040,8 @@ impl ModelInstance for OnnxInstance {
             .session
             .run_with_options(feeds, &options)
             .map_err(|e| Error::internal(format!("ONNX Runtime failed to run the model: {e}")))?;
-        let mut outputs = Vec::with_capacity(request.outputs.len());
-        for name in request.outputs {
+        let mut outputs = Vec::with_capacity(wanted.len());
+        for name in wanted {
             let plan = self.outputs.iter().find(|p| &p.name == name);
             let value = produced.remove(name.as_str()).ok_or_else(|| {
                 Error::internal(format!("ONNX Runtime produced no output '{name}'"))

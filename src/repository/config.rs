@@ -596,12 +596,31 @@ fn type_name(data_type: i32) -> &'static str {
 }
 
 /// One end of an ensemble tensor: who writes or reads it, with what
-/// datatype and full shape (batch dimension included as -1 when that model
-/// batches).
+/// datatype, dims, and full shape (batch dimension included as -1 when that
+/// model batches).
 struct TensorEnd {
     who: String,
     data_type: i32,
+    dims: Vec<i64>,
     shape: Vec<i64>,
+}
+
+impl TensorEnd {
+    fn new(who: String, data_type: i32, max_batch_size: i32, dims: &[i64]) -> TensorEnd {
+        TensorEnd {
+            who,
+            data_type,
+            dims: dims.to_vec(),
+            shape: full_shape(max_batch_size, dims),
+        }
+    }
+
+    /// Triton's rule: the dims agree, or the full shapes do, so a tensor
+    /// may pass between a batching model's `[d...]` and a non-batching
+    /// one's `[-1, d...]`; the scheduler converts at run time.
+    fn agrees_with(&self, other: &TensorEnd) -> bool {
+        shapes_agree(&self.dims, &other.dims) || shapes_agree(&self.shape, &other.shape)
+    }
 }
 
 fn full_shape(max_batch_size: i32, dims: &[i64]) -> Vec<i64> {
@@ -622,9 +641,11 @@ fn shapes_agree(a: &[i64], b: &[i64]) -> bool {
 /// `composing` finds the configuration a step's model serves with (by name
 /// and version, -1 the latest), or `None` when it is not loaded. Every step
 /// maps only inputs and outputs its model has and every required input of
-/// it; each ensemble tensor's writer and readers agree on datatype and
-/// shape; an ensemble that batches (`max_batch_size` > 0) has steps whose
-/// models batch at least as much. The graph's structure is checked by
+/// it; each ensemble tensor's writer and readers agree on datatype and on
+/// dims or full shape; the batching steps of an ensemble that batches
+/// (`max_batch_size` > 0) batch at least as much (a non-batching step is
+/// allowed: its tensors change shape at run time, see
+/// [`crate::scheduler::ensemble`]). The graph's structure is checked by
 /// [`crate::scheduler::ensemble::Plan::new`].
 pub fn validate_ensemble_steps(
     config: &ModelConfig,
@@ -639,13 +660,15 @@ pub fn validate_ensemble_steps(
     let mut writers: HashMap<&str, TensorEnd> = HashMap::new();
     let mut readers: Vec<(&str, TensorEnd)> = Vec::new();
     for input in &config.input {
+        let dims = input.reshape.as_ref().map_or(&input.dims, |r| &r.shape);
         writers.insert(
             &input.name,
-            TensorEnd {
-                who: format!("ensemble input '{}'", input.name),
-                data_type: input.data_type,
-                shape: full_shape(mbs, &input.dims),
-            },
+            TensorEnd::new(
+                format!("ensemble input '{}'", input.name),
+                input.data_type,
+                mbs,
+                dims,
+            ),
         );
     }
     for (index, step) in ensembling.step.iter().enumerate() {
@@ -661,7 +684,7 @@ pub fn validate_ensemble_steps(
             ));
         };
         let step_mbs = step_config.max_batch_size;
-        if mbs > 0 && step_mbs < mbs {
+        if step_mbs > 0 && step_mbs < mbs {
             return fail(format!(
                 "{here}: the ensemble batches up to {mbs} but model '{model}' has max_batch_size {step_mbs}; every composing model of a batching ensemble must batch at least as much"
             ));
@@ -678,11 +701,12 @@ pub fn validate_ensemble_steps(
             };
             readers.push((
                 tensor,
-                TensorEnd {
-                    who: format!("{here} input '{input}'"),
-                    data_type: declared.data_type,
-                    shape: full_shape(step_mbs, &declared.dims),
-                },
+                TensorEnd::new(
+                    format!("{here} input '{input}'"),
+                    declared.data_type,
+                    step_mbs,
+                    &declared.dims,
+                ),
             ));
         }
         if let Some(missing) = step_config
@@ -706,22 +730,25 @@ pub fn validate_ensemble_steps(
             };
             writers.insert(
                 &step.output_map[output],
-                TensorEnd {
-                    who: format!("{here} output '{output}'"),
-                    data_type: declared.data_type,
-                    shape: full_shape(step_mbs, &declared.dims),
-                },
+                TensorEnd::new(
+                    format!("{here} output '{output}'"),
+                    declared.data_type,
+                    step_mbs,
+                    &declared.dims,
+                ),
             );
         }
     }
     for output in &config.output {
+        let dims = output.reshape.as_ref().map_or(&output.dims, |r| &r.shape);
         readers.push((
             &output.name,
-            TensorEnd {
-                who: format!("ensemble output '{}'", output.name),
-                data_type: output.data_type,
-                shape: full_shape(mbs, &output.dims),
-            },
+            TensorEnd::new(
+                format!("ensemble output '{}'", output.name),
+                output.data_type,
+                mbs,
+                dims,
+            ),
         ));
     }
     for (tensor, reader) in &readers {
@@ -737,7 +764,7 @@ pub fn validate_ensemble_steps(
                 type_name(reader.data_type)
             ));
         }
-        if !shapes_agree(&writer.shape, &reader.shape) {
+        if !writer.agrees_with(reader) {
             return fail(format!(
                 "ensemble tensor '{tensor}': {} has shape {} but {} takes shape {} (batch dimension shown as -1)",
                 writer.who,
@@ -1462,6 +1489,18 @@ output [
             "input_map { key: \"IN\" value: \"X\" } output_map { key: \"OUT\" value: \"Y\" }";
         validate_ensemble_steps(&one_step_ensemble(8, -1, good), &find).unwrap();
         validate_ensemble_steps(&one_step_ensemble(8, 1, good), &find).unwrap();
+        // Triton's L0_infer_zero shape: a non-batching ensemble over a
+        // batching model whose dims agree without the batch dimension.
+        validate_ensemble_steps(&one_step_ensemble(0, -1, good), &find).unwrap();
+        // A batching ensemble over a non-batching model whose dims are the
+        // ensemble's full shape.
+        let unbatched = Arc::new(parse_config_text(
+            "name: \"u\" max_batch_size: 0 input [{name: \"IN\" data_type: TYPE_INT32 dims: [-1, 4]}] output [{name: \"OUT\" data_type: TYPE_INT32 dims: [-1, 4]}]",
+        )
+        .unwrap());
+        let find_unbatched =
+            |name: &str, _version: i64| (name == "m").then(|| Arc::clone(&unbatched));
+        validate_ensemble_steps(&one_step_ensemble(8, -1, good), &find_unbatched).unwrap();
         let cases = [
             (
                 16,
@@ -1514,8 +1553,8 @@ output [
             (
                 0,
                 -1,
-                good.to_owned(),
-                "ensemble tensor 'X': ensemble input 'X' has shape [4] but step 1 'm' input 'IN' takes shape [-1,-1] (batch dimension shown as -1)",
+                format!("input_map {{ key: \"OPT\" value: \"X\" }} {good}"),
+                "ensemble tensor 'X': ensemble input 'X' has shape [4] but step 1 'm' input 'OPT' takes shape [-1,1] (batch dimension shown as -1)",
             ),
         ];
         for (mbs, version, maps, expected) in cases {

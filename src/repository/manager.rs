@@ -522,6 +522,12 @@ impl StepRouter for Router {
             )))),
         }
     }
+    fn config(&self, model: &str, version: Option<i64>) -> Option<Arc<ModelConfig>> {
+        let models = self.models.upgrade()?;
+        let models = lock(&models);
+        let found = lookup(&models, model, version, 0)?.ok()?;
+        Some(Arc::clone(&found.config))
+    }
 }
 
 impl ModelManager {

@@ -25,20 +25,30 @@
 //! # Forming a batch
 //! When an instance is free, the candidates are taken in this order: level
 //! 1's queue, level 2's, ..., then the demoted requests level by level. The
-//! batch is the longest run of candidates, from the first, whose rows add
-//! up to at most `max_batch_size` and whose inputs agree with the first
-//! one's in names, datatypes and non-batch dimensions. Then, with `t` the
-//! row totals of the run's prefixes:
-//! 1. the run holds `max_batch_size` rows: dispatch it (max size reached);
-//! 2. else the longest prefix whose total is a preferred batch size, if
-//!    any: dispatch that prefix (preferred size reached);
-//! 3. else, when the candidate after the run could not join it (too many
-//!    rows, other shapes): dispatch the run (max size reached: it cannot
-//!    grow);
-//! 4. else, when `max_queue_delay_microseconds` has passed since the run's
-//!    first request arrived: dispatch the run (delay expired; with a delay
-//!    of 0 this is "queue drained": everything queued went out at once);
-//! 5. else wait until that moment, or until another request arrives.
+//! run is the longest run of candidates, from the first, whose rows add up
+//! to at most `max_batch_size` and whose inputs agree with the first one's
+//! in names, datatypes and non-batch dimensions. With `t` the row totals of
+//! the run's prefixes, `P` the largest preferred batch size
+//! (`max_batch_size` when none is configured), and "expired" meaning a
+//! nonzero `max_queue_delay_microseconds` has passed since the run's first
+//! request arrived:
+//! 1. not expired, and some prefix's total is a preferred batch size:
+//!    dispatch the longest such prefix (preferred size reached), even when
+//!    more rows are queued;
+//! 2. not expired, and the queue holds more than `P` rows within the run
+//!    (some prefix of two or more requests totals more than `P`): dispatch
+//!    the longest prefix before it, at least the first request (max size
+//!    reached: waiting cannot make it a better batch);
+//! 3. the whole run totals `P` or more rows, or the candidate after the run
+//!    could not join it (too many rows, other shapes): dispatch the run
+//!    (max size reached: it cannot grow);
+//! 4. expired: dispatch the run (delay expired); with no delay configured,
+//!    dispatch it at once (queue drained: everything queued went out);
+//! 5. else wait until the delay expires, or until another request arrives.
+//!
+//! This is Triton's rule, including its order: a preferred size is taken
+//! before a full batch, and an expired delay sends the whole run rather
+//! than a preferred prefix of it.
 //!
 //! With `max_batch_size` 0 (or no dynamic batching) every batch is one
 //! request. Requests leave their level's queue only as part of a batch, so
@@ -333,26 +343,22 @@ impl Policy for DynamicBatcher {
             return Next::Idle;
         };
         let run = totals.len();
-        let full = totals[run - 1] == self.max_batch;
+        let largest = self.preferred.last().copied().unwrap_or(self.max_batch);
+        let expired = !self.delay.is_zero() && now >= oldest + self.delay;
         let preferred = totals
             .iter()
             .rposition(|t| self.preferred.contains(t))
             .map(|i| i + 1);
-        let (count, reason) = if full {
-            (run, DispatchReason::MaxSize)
-        } else if let Some(count) = preferred {
-            (count, DispatchReason::PreferredSize)
-        } else if blocked {
-            (run, DispatchReason::MaxSize)
-        } else if self.closing || now >= oldest + self.delay {
-            let reason = if self.delay.is_zero() || self.closing {
-                DispatchReason::QueueDrained
-            } else {
-                DispatchReason::DelayExpired
-            };
-            (run, reason)
-        } else {
-            return Next::Until(oldest + self.delay);
+        // Rule 2: the first request after which the queue holds more than
+        // `largest` rows; the first request alone always goes.
+        let past_largest = totals.iter().skip(1).position(|&t| t > largest);
+        let (count, reason) = match (preferred, past_largest) {
+            (Some(count), _) if !expired => (count, DispatchReason::PreferredSize),
+            (None, Some(before)) if !expired => (before + 1, DispatchReason::MaxSize),
+            _ if blocked || totals[run - 1] >= largest => (run, DispatchReason::MaxSize),
+            _ if expired => (run, DispatchReason::DelayExpired),
+            _ if self.delay.is_zero() || self.closing => (run, DispatchReason::QueueDrained),
+            _ => return Next::Until(oldest + self.delay),
         };
         Next::Run(Batch {
             jobs: self.take(count),

@@ -16,22 +16,39 @@
 //! step runs, whichever outputs the client asked for, with the request's
 //! id and parameters. A tensor moves from one step to the next as the same
 //! [`bytes::Bytes`]: only its name changes; the request lets go of it once
-//! its last reader has started, unless the client gets it. The first step
-//! that fails fails the request, naming the step, and cancels the steps
-//! still running; cancelling the ensemble request cancels its steps.
+//! its last reader has started, unless the client gets it.
+//!
+//! A tensor crossing between a batching and a non-batching model changes
+//! shape as Triton's ensembles do: each tensor remembers the batch size of
+//! the request that produced it (0 from a non-batching one). A batching
+//! step whose input came unbatched gets a batch dimension of 1 in front
+//! when the shape matches the input's dims as it is; a non-batching step
+//! whose input came in a batch of 1 loses that dimension when the shape
+//! does not match its dims as it is; the ensemble's outputs follow the
+//! same rule against the ensemble's own batching. So a non-batching
+//! ensemble over batching models hands them `[1, ...]` and answers with
+//! the shapes it declares. The first step that fails fails the request
+//! with Triton's wording, `in ensemble 'name', ` before the step's own
+//! message (the step is named in a verbose log line), and cancels the
+//! steps still running; cancelling the ensemble request cancels its steps.
 //!
 //! The scheduler never calls the repository: a [`StepRouter`] it is given
 //! submits each step to whichever version of the composing model serves at
 //! that moment, so a reload of a composing model is picked up by the next
 //! request. The ensemble's own statistics count its requests (success and
-//! failure); the composing models count their steps under their own names.
+//! failure) and, as Triton's do, one execution per successful request at
+//! its batch size (at least 1), so `execution_count` and `batch_stats` of
+//! an ensemble around a sequence model read like the model's; the
+//! composing models count their steps under their own names.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::stats::{FailureReason, ModelStats, RequestTiming, StatsCollector};
+use super::stats::{
+    DispatchReason, ExecutionTiming, FailureReason, ModelStats, RequestTiming, StatsCollector,
+};
 use super::{Completion, lock, request_rows, validate};
 use crate::core::proto::ModelConfig;
 use crate::core::proto::inference::model_config::SchedulingChoice;
@@ -46,6 +63,10 @@ pub trait StepRouter: Send + Sync {
     /// is called exactly once, with the lookup's error when no such version
     /// is ready.
     fn submit(&self, request: InferRequest, complete: Completion);
+
+    /// The configuration the version of `model` that [`StepRouter::submit`]
+    /// would reach now serves with; `None` when none is ready.
+    fn config(&self, model: &str, version: Option<i64>) -> Option<Arc<ModelConfig>>;
 }
 
 /// One step of a [`Plan`].
@@ -338,6 +359,23 @@ struct Shared {
     closed: AtomicBool,
 }
 
+/// The shape a tensor of `shape`, written by a request of batch size
+/// `batch` (0: not batched), takes when read against `dims` by a reader
+/// that batches or not (module doc).
+fn batch_converted(dims: &[i64], batching: bool, batch: u64, shape: &[i64]) -> Vec<i64> {
+    let fits = |s: &[i64]| {
+        s.len() == dims.len()
+            && s.iter()
+                .zip(dims)
+                .all(|(&a, &d)| a == d || a == -1 || d == -1)
+    };
+    match (batching, batch) {
+        (true, 0) if fits(shape) => std::iter::once(1).chain(shape.iter().copied()).collect(),
+        (false, 1) if !fits(shape) && !shape.is_empty() => shape[1..].to_vec(),
+        _ => shape.to_vec(),
+    }
+}
+
 /// Runs one ensemble version's requests through its steps.
 pub struct EnsembleScheduler {
     shared: Arc<Shared>,
@@ -431,6 +469,9 @@ struct Run {
 struct RunState {
     /// Per tensor, its value once written.
     values: Vec<Option<Tensor>>,
+    /// Per tensor, the batch size of the request that wrote it: 0 from a
+    /// non-batching model (or a non-batching ensemble's request).
+    batch: Vec<u64>,
     /// Per step, the input tensors it still waits for.
     waiting: Vec<usize>,
     /// Per tensor, the steps that will still read it: a tensor no step
@@ -463,6 +504,11 @@ impl Run {
             }
         }
         let waiting: Vec<usize> = (0..plan.steps.len()).map(|s| plan.waits_for(s)).collect();
+        let input_batch = if shared.config.max_batch_size > 0 {
+            rows
+        } else {
+            0
+        };
         let run = Arc::new(Run {
             id: request.id,
             parameters: request.parameters,
@@ -475,6 +521,7 @@ impl Run {
             received,
             state: Mutex::new(RunState {
                 values,
+                batch: vec![input_batch; plan.tensors.len()],
                 waiting,
                 unread: plan.readers.iter().map(Vec::len).collect(),
                 left: plan.steps.len(),
@@ -490,7 +537,7 @@ impl Run {
                 }
             }
         });
-        let first: Vec<(usize, Vec<Tensor>)> = {
+        let first: Vec<(usize, Vec<(Tensor, u64)>)> = {
             let mut st = lock(&run.state);
             let ready: Vec<usize> = plan
                 .order
@@ -512,17 +559,20 @@ impl Run {
     /// its model gives them (the data is shared, not copied). A tensor this
     /// was the last reader of is dropped from the run unless it is an
     /// ensemble output: the step's request holds what it needs.
-    fn step_inputs(&self, st: &mut RunState, s: usize) -> Vec<Tensor> {
+    fn step_inputs(&self, st: &mut RunState, s: usize) -> Vec<(Tensor, u64)> {
         let plan = &self.shared.plan;
         let inputs = plan.steps[s]
             .inputs
             .iter()
             .filter_map(|(input, t)| {
-                st.values[*t].as_ref().map(|tensor| Tensor {
-                    name: input.clone(),
-                    datatype: tensor.datatype,
-                    shape: tensor.shape.clone(),
-                    data: tensor.data.clone(),
+                st.values[*t].as_ref().map(|tensor| {
+                    let tensor = Tensor {
+                        name: input.clone(),
+                        datatype: tensor.datatype,
+                        shape: tensor.shape.clone(),
+                        data: tensor.data.clone(),
+                    };
+                    (tensor, st.batch[*t])
                 })
             })
             .collect();
@@ -537,14 +587,32 @@ impl Run {
         inputs
     }
 
-    fn launch(self: &Arc<Run>, s: usize, inputs: Vec<Tensor>) {
+    fn launch(self: &Arc<Run>, s: usize, inputs: Vec<(Tensor, u64)>) {
         if self.cancel.is_cancelled() {
             return self.fail(s, Error::new(Code::Cancelled, "request was cancelled"));
         }
         let step = &self.shared.plan.steps[s];
+        let version = (step.version != -1).then_some(step.version);
+        // Without a configuration the step's lookup fails in submit, which
+        // reports it; the tensors pass unchanged until then.
+        let config = self.shared.router.config(&step.model, version);
+        let batching = config.as_ref().is_some_and(|c| c.max_batch_size > 0);
+        let inputs: Vec<Tensor> = match config {
+            Some(config) => inputs
+                .into_iter()
+                .map(|(mut tensor, batch)| {
+                    if let Some(declared) = config.input.iter().find(|i| i.name == tensor.name) {
+                        tensor.shape =
+                            batch_converted(&declared.dims, batching, batch, &tensor.shape);
+                    }
+                    tensor
+                })
+                .collect(),
+            None => inputs.into_iter().map(|(tensor, _)| tensor).collect(),
+        };
         let request = InferRequest {
             model_name: step.model.clone(),
-            model_version: (step.version != -1).then_some(step.version),
+            model_version: version,
             id: self.id.clone(),
             inputs,
             outputs: step
@@ -560,15 +628,21 @@ impl Run {
             shm_inputs: Vec::new(),
             bindings: Bindings::default(),
         };
+        // The request's batch size, which its outputs carry on.
+        let batch = match request.inputs.first().and_then(|t| t.shape.first()) {
+            Some(&rows) if batching => u64::try_from(rows).unwrap_or(0),
+            _ => 0,
+        };
         let run = Arc::clone(self);
-        self.shared
-            .router
-            .submit(request, Box::new(move |result| run.finished(s, result)));
+        self.shared.router.submit(
+            request,
+            Box::new(move |result| run.finished(s, batch, result)),
+        );
     }
 
     /// Step `s` answered: its outputs become ensemble tensors, the steps
     /// they complete start, and the last step answers the request.
-    fn finished(self: &Arc<Run>, s: usize, result: Result<InferResponse>) {
+    fn finished(self: &Arc<Run>, s: usize, batch: u64, result: Result<InferResponse>) {
         let response = match result {
             Ok(response) => response,
             Err(e) => return self.fail(s, e),
@@ -594,6 +668,7 @@ impl Run {
                 shape: tensor.shape.clone(),
                 data: tensor.data.clone(),
             });
+            st.batch[*t] = batch;
             for &reader in &plan.readers[*t] {
                 st.waiting[reader] -= 1;
                 if st.waiting[reader] == 0 {
@@ -602,17 +677,27 @@ impl Run {
             }
         }
         st.left -= 1;
-        let launches: Vec<(usize, Vec<Tensor>)> = ready
+        let launches: Vec<(usize, Vec<(Tensor, u64)>)> = ready
             .into_iter()
             .map(|r| (r, self.step_inputs(&mut st, r)))
             .collect();
         let answer = if st.left == 0 {
+            let config = &self.shared.config;
+            let batching = config.max_batch_size > 0;
             let outputs = self
                 .outputs
                 .iter()
                 .filter_map(|name| {
                     let t = plan.tensors.iter().position(|n| n == name)?;
-                    st.values[t].take()
+                    let mut tensor = st.values[t].take()?;
+                    if let Some(declared) = config.output.iter().find(|o| &o.name == name) {
+                        let dims = declared
+                            .reshape
+                            .as_ref()
+                            .map_or(&declared.dims, |r| &r.shape);
+                        tensor.shape = batch_converted(dims, batching, st.batch[t], &tensor.shape);
+                    }
+                    Some(tensor)
                 })
                 .collect();
             st.complete.take().map(|complete| (complete, outputs))
@@ -629,6 +714,13 @@ impl Run {
                 batch_size: self.rows,
                 total: self.received.elapsed(),
                 queue: Duration::ZERO,
+                compute_input: Duration::ZERO,
+                compute_infer: Duration::ZERO,
+                compute_output: Duration::ZERO,
+            });
+            self.shared.stats.record_execution(&ExecutionTiming {
+                batch_size: self.rows.max(1),
+                reason: DispatchReason::Single,
                 compute_input: Duration::ZERO,
                 compute_infer: Duration::ZERO,
                 compute_output: Duration::ZERO,
@@ -660,16 +752,18 @@ impl Run {
             )
         } else {
             let step = &self.shared.plan.steps[s];
+            log::debug!(
+                "ensemble '{}': step {} '{}' failed: {}",
+                self.shared.plan.name,
+                s + 1,
+                step.model,
+                e.message()
+            );
+            // Triton's wording, which clients match the start of.
             (
                 Error::new(
                     e.code(),
-                    format!(
-                        "in ensemble '{}', step {} '{}': {}",
-                        self.shared.plan.name,
-                        s + 1,
-                        step.model,
-                        e.message()
-                    ),
+                    format!("in ensemble '{}', {}", self.shared.plan.name, e.message()),
                 ),
                 FailureReason::Backend,
             )
@@ -849,11 +943,18 @@ mod tests {
     #[derive(Default)]
     struct Held {
         calls: Mutex<Vec<(InferRequest, Completion)>>,
+        /// The composing models' configurations; a step of a model not
+        /// here gets its tensors unchanged.
+        configs: Mutex<HashMap<String, Arc<ModelConfig>>>,
     }
 
     impl StepRouter for Held {
         fn submit(&self, request: InferRequest, complete: Completion) {
             lock(&self.calls).push((request, complete));
+        }
+
+        fn config(&self, model: &str, _version: Option<i64>) -> Option<Arc<ModelConfig>> {
+            lock(&self.configs).get(model).cloned()
         }
     }
 
@@ -969,6 +1070,9 @@ mod tests {
         let stats = scheduler.statistics();
         assert_eq!((stats.success.count, stats.fail.count), (1, 0));
         assert_eq!(stats.inference_count, 1);
+        // One execution per successful request, at its batch size.
+        assert_eq!(stats.execution_count, 1);
+        assert_eq!(stats.batches.keys().copied().collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]
@@ -981,7 +1085,7 @@ mod tests {
         fail_right(Err(Error::new(Code::Internal, "boom")));
         let error = lock(&answer).take().unwrap().unwrap_err();
         assert_eq!(error.code(), Code::Internal);
-        assert_eq!(error.message(), "in ensemble 'e', step 2 'right': boom");
+        assert_eq!(error.message(), "in ensemble 'e', boom");
         // The branch still running is told to stop; the join never starts.
         assert!(left.cancel.is_cancelled());
         assert!(held.waiting().is_empty());
@@ -1035,5 +1139,59 @@ mod tests {
         assert_eq!(error.message(), "model 'e' version 1 is unloading");
         assert!(held.waiting().is_empty());
         assert_eq!(scheduler.statistics().fail.count, 2);
+    }
+
+    /// Answers the waiting step of `model` with its first input, under its
+    /// one output name, shape and all; returns the shape it was given.
+    fn reflect(held: &Held, model: &str) -> Vec<i64> {
+        let (request, complete) = held.take(model);
+        let input = request.inputs[0].clone();
+        let shape = input.shape.clone();
+        complete(Ok(InferResponse {
+            model_name: model.to_owned(),
+            model_version: 1,
+            outputs: vec![Tensor {
+                name: request.outputs[0].name.clone(),
+                ..input
+            }],
+            ..InferResponse::default()
+        }));
+        shape
+    }
+
+    #[test]
+    fn tensors_gain_and_lose_the_batch_dimension_between_batching_and_non_batching_models() {
+        let steps = [
+            step("batched", &[("IN", "A")], &[("OUT", "mid")]),
+            step("plain", &[("IN", "mid")], &[("OUT", "OUT")]),
+        ]
+        .join(", ");
+        let (scheduler, held) = start(config(&["A"], &["OUT"], &steps));
+        for (name, mbs) in [("batched", 8), ("plain", 0)] {
+            let text = format!(
+                "name: \"{name}\" max_batch_size: {mbs} input [{{name: \"IN\" data_type: TYPE_FP32 dims: [-1]}}] output [{{name: \"OUT\" data_type: TYPE_FP32 dims: [-1]}}]"
+            );
+            lock(&held.configs)
+                .insert(name.to_owned(), Arc::new(parse_config_text(&text).unwrap()));
+        }
+        // The ensemble does not batch: its [1] reaches the batching model
+        // as a batch of one row, [1, 1].
+        let answer = submit(&scheduler, &CancelFlag::default());
+        assert_eq!(reflect(&held, "batched"), vec![1, 1]);
+        // That batch of one reaches the non-batching model without its
+        // batch dimension, as [1] matches its dims.
+        assert_eq!(reflect(&held, "plain"), vec![1]);
+        let response = lock(&answer).take().unwrap().unwrap();
+        assert_eq!(response.outputs[0].shape, vec![1]);
+
+        // The ensemble's own output loses a batch of one it does not
+        // declare: an ensemble of just the batching model answers [1].
+        let one = step("batched", &[("IN", "A")], &[("OUT", "OUT")]);
+        let (scheduler, single) = start(config(&["A"], &["OUT"], &one));
+        *lock(&single.configs) = lock(&held.configs).clone();
+        let answer = submit(&scheduler, &CancelFlag::default());
+        assert_eq!(reflect(&single, "batched"), vec![1, 1]);
+        let response = lock(&answer).take().unwrap().unwrap();
+        assert_eq!(response.outputs[0].shape, vec![1]);
     }
 }

@@ -294,7 +294,7 @@ pub enum DispatchReason {
     /// The batch reached a preferred batch size.
     PreferredSize,
     /// The batch reached the maximum batch size, or the next request could
-    /// not join it.
+    /// not join it, or would take it past the largest preferred size.
     MaxSize,
     /// The queue delay of the batch's first request expired.
     DelayExpired,

@@ -37,16 +37,16 @@ fn register_error(name: &str, why: impl std::fmt::Display) -> Error {
 
 impl SystemMapping {
     /// Maps `byte_size` bytes at `offset` of object `key` for region
-    /// `name`; the window must lie inside the object.
+    /// `name`; the window must lie inside the object. The checks run in
+    /// Triton's order, so a client sees the same first error: the object
+    /// opens, then the window lies inside it ("invalid args"), then the
+    /// window is not empty.
     pub(super) fn open(
         name: &str,
         key: &str,
         offset: u64,
         byte_size: u64,
     ) -> Result<SystemMapping> {
-        if byte_size == 0 {
-            return Err(register_error(name, "byte_size must be greater than 0"));
-        }
         let c_key = CString::new(key)
             .map_err(|_| register_error(name, format!("invalid shm key '{key}'")))?;
         // SAFETY: `c_key` is a valid NUL-terminated string; shm_open only
@@ -133,6 +133,12 @@ fn map_window(
             format!(
                 "invalid args: offset {offset} + byte_size {byte_size} exceeds the {size} bytes of '{key}'"
             ),
+        ));
+    }
+    if byte_size == 0 {
+        return Err(register_error(
+            name,
+            "invalid args: byte_size must be greater than 0",
         ));
     }
     // SAFETY: sysconf has no preconditions.

@@ -114,7 +114,11 @@ fn registration_errors_are_clear() {
         .register_system("x", &object.key, u64::MAX, 2)
         .unwrap_err();
     assert!(e.message().contains("invalid args"), "{e}");
-    assert!(r.register_system("x", &object.key, 0, 0).is_err());
+    let e = r.register_system("x", &object.key, 0, 0).unwrap_err();
+    assert!(
+        e.message().contains("byte_size must be greater than 0"),
+        "{e}"
+    );
     assert!(r.register_system("", &object.key, 0, 4).is_err());
     let e = r.register_system("x", "///", 0, 4).unwrap_err();
     assert!(e.message().contains("invalid shm key"), "{e}");
@@ -126,6 +130,56 @@ fn registration_errors_are_clear() {
     let e = r.register_system("x", &object.key, 0, 4).unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
     assert_eq!(e.message(), "shared memory region 'x' already in manager");
+}
+
+#[test]
+fn registration_checks_run_in_tritons_order() {
+    let object = Object::new(&[0; 64]);
+    let r = registry();
+    // An empty window past the end is out of bounds first (Triton checks
+    // offset + byte_size against the object before anything else about
+    // the window), so it reads "invalid args" like every bound error.
+    let e = r.register_system("x", &object.key, 65, 0).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArg);
+    assert_eq!(
+        e.message(),
+        format!(
+            "failed to register shared memory region 'x': invalid args: offset 65 + byte_size 0 exceeds the 64 bytes of '{}'",
+            object.key
+        )
+    );
+    // A key that does not open is reported before any bound is looked at.
+    let e = r
+        .register_system("x", "/nereid-no-such-key", u64::MAX, 0)
+        .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "Unable to open shared memory region: '/nereid-no-such-key'"
+    );
+    // A name already registered is reported before the key is opened.
+    r.register_system("x", &object.key, 0, 64).unwrap();
+    let e = r
+        .register_system("x", "/nereid-no-such-key", 0, 4)
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+}
+
+#[test]
+fn a_large_offset_window_round_trips() {
+    // Triton's test_large_shm_register_offset: a window one page before
+    // the end of a 1024-page object; the input is read and the output
+    // written at the window, not at the object's start.
+    let page = 4096;
+    let object = Object::new(&vec![0u8; page * 1024]);
+    let r = registry();
+    let offset = (page * 1023) as u64;
+    r.register_system("w", &object.key, offset, 64).unwrap();
+    let sink = r.sink("w", 0, 64).unwrap();
+    sink.write(&[7; 64]).unwrap();
+    let contents = object.read();
+    assert!(contents[..page * 1023].iter().all(|&b| b == 0));
+    assert_eq!(&contents[page * 1023..page * 1023 + 64], &[7; 64]);
+    assert_eq!(&host(r.input("w", 0, 64).unwrap())[..], &[7; 64]);
 }
 
 #[test]

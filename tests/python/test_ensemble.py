@@ -100,11 +100,14 @@ TEST_MODELS = {
         [tensor("OUTPUT0")],
         [step("identity_int32", [("INPUT0", "NOWHERE")], [("OUTPUT0", "OUTPUT0")])],
     ),
+    # Batching more than a batching composing model does (Triton's rule; a
+    # non-batching composing model is allowed when the shapes agree).
     "bad_batch": ensemble(
         "bad_batch",
-        [tensor("INPUT0", dims="[ 4 ]")],
-        [tensor("OUTPUT0", dims="[ 4 ]")],
-        [step("fault", [("INPUT0", "INPUT0")], [("OUTPUT0", "OUTPUT0")])],
+        [tensor("INPUT0")],
+        [tensor("OUTPUT0")],
+        [step(*IDENTITY)],
+        max_batch_size=16,
     ),
     "bad_unknown": ensemble(
         "bad_unknown",
@@ -124,8 +127,8 @@ LOAD_ERRORS = {
     "to ensemble tensor 'SPARE', which no step reads and is not an ensemble output",
     "bad_missing": "ensemble 'bad_missing': step 1 'identity_int32' reads input 'INPUT0' "
     "from ensemble tensor 'NOWHERE', which is neither an ensemble input nor any step's output",
-    "bad_batch": "ensemble 'bad_batch': step 1 'fault': the ensemble batches up to 8 but "
-    "model 'fault' has max_batch_size 0",
+    "bad_batch": "ensemble 'bad_batch': step 1 'identity_int32': the ensemble batches up to 16 "
+    "but model 'identity_int32' has max_batch_size 8",
     "bad_unknown": "ensemble 'bad_unknown': composing model 'no_such_model' failed to load",
 }
 
@@ -197,13 +200,15 @@ def test_results(serving, protocol, model):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_failing_step_is_named(serving, protocol):
+def test_failing_step_fails_the_request_in_tritons_wording(serving, protocol):
     module, client = client_for(serving, protocol)
     x = module.InferInput("INPUT0", [4], "INT32")
     x.set_data_from_numpy(np.arange(4, dtype=np.int32))
     with pytest.raises(InferenceServerException) as e:
         client.infer("fault_second", [x])
-    assert "in ensemble 'fault_second', step 2 'fault': " in e.value.message(), e.value.message()
+    # Triton's wording: the ensemble, then the failing model's own message.
+    assert e.value.message().startswith("in ensemble 'fault_second', "), e.value.message()
+    assert "fault" in e.value.message()[len("in ensemble 'fault_second', ") :], e.value.message()
     # The ensemble and its models stay up.
     assert client.is_model_ready("fault_second")
     client.close()

@@ -360,7 +360,7 @@ def test_metrics_port_zero_picks_a_free_port(small_repository):
         ["--metrics-port=0"], repository=small_repository, name="nereid-metrics-0"
     ).start()
     try:
-        found = re.search(r"Started Metrics Service at (\S+)", s.log_path.read_text())
+        found = re.search(r"Started Metrics Service at ([^\s\"]+)", s.log_path.read_text())
         assert found, s.log_tail()
         samples, _ = scrape(found.group(1))
         assert value(samples, "nv_inference_request_success", "simple") == 0

@@ -276,3 +276,84 @@ fn closing_sends_partial_batches_and_drain_hands_back_the_rest() {
     assert_eq!(dropped.len(), 1);
     assert_eq!(b.pending(), 0);
 }
+
+#[test]
+fn more_rows_than_the_largest_preferred_size_go_at_once() {
+    let t0 = Instant::now();
+    // L0_batcher's *_gt_max_preferred shape: preferred [2, 6], max 8, a
+    // long delay, then 3 + 3 + 3 rows queued: 9 > 6, so waiting cannot
+    // make a better batch.
+    let mut b = DynamicBatcher::new(&config(8, Some(batching(&[2, 6], 10_000_000))));
+    for id in ["a", "b", "c"] {
+        admit(&mut b, job(id, 3, 4, t0), t0);
+    }
+    let (batch, reason) = run(&mut b, t0 + us(1));
+    // Prefix totals 3, 6, 9: 6 is preferred.
+    assert_eq!(batch, ["a", "b"]);
+    assert_eq!(reason, DispatchReason::PreferredSize);
+
+    // No prefix is preferred: totals 4, 8 (> 6): the first goes at once.
+    let mut b = DynamicBatcher::new(&config(8, Some(batching(&[2, 6], 10_000_000))));
+    admit(&mut b, job("x", 4, 4, t0), t0);
+    admit(&mut b, job("y", 4, 4, t0), t0);
+    let (batch, reason) = run(&mut b, t0 + us(1));
+    assert_eq!(batch, ["x"]);
+    assert_eq!(reason, DispatchReason::MaxSize);
+    // Alone, "y" (4 rows, no preferred size, under 6) waits for its delay.
+    match b.next(0, t0 + us(1), &mut Vec::new()) {
+        Next::Until(at) => assert_eq!(at, t0 + us(10_000_000)),
+        _ => panic!("should wait"),
+    }
+}
+
+#[test]
+fn a_first_request_larger_than_the_largest_preferred_size_goes_alone() {
+    let t0 = Instant::now();
+    let mut b = DynamicBatcher::new(&config(16, Some(batching(&[4], 10_000_000))));
+    admit(&mut b, job("big", 5, 4, t0), t0);
+    // Alone it already holds more rows than 4: nothing to wait for.
+    let (batch, reason) = run(&mut b, t0);
+    assert_eq!(batch, ["big"]);
+    assert_eq!(reason, DispatchReason::MaxSize);
+
+    admit(&mut b, job("big", 5, 4, t0), t0);
+    admit(&mut b, job("small", 1, 4, t0), t0);
+    let (batch, _) = run(&mut b, t0);
+    assert_eq!(batch, ["big"]);
+}
+
+#[test]
+fn a_preferred_size_goes_before_a_full_batch() {
+    let t0 = Instant::now();
+    let mut b = DynamicBatcher::new(&config(4, Some(batching(&[2], 10_000_000))));
+    for id in ["a", "b", "c", "d"] {
+        admit(&mut b, job(id, 1, 4, t0), t0);
+    }
+    assert_eq!(
+        run(&mut b, t0),
+        (vec!["a".into(), "b".into()], DispatchReason::PreferredSize)
+    );
+}
+
+#[test]
+fn an_expired_delay_sends_the_whole_run_not_a_preferred_prefix() {
+    let t0 = Instant::now();
+    let mut b = DynamicBatcher::new(&config(8, Some(batching(&[2, 6], 100))));
+    for id in ["a", "b", "c"] {
+        admit(&mut b, job(id, 1, 4, t0), t0);
+    }
+    // Before the delay: the preferred prefix of 2.
+    assert_eq!(run(&mut b, t0 + us(50)).0, ["a", "b"]);
+    for id in ["d", "e"] {
+        admit(&mut b, job(id, 1, 4, t0 + us(60)), t0 + us(60));
+    }
+    // "c" has waited out its delay: c, d, e go together, though 2 is
+    // preferred.
+    assert_eq!(
+        run(&mut b, t0 + us(100)),
+        (
+            vec!["c".into(), "d".into(), "e".into()],
+            DispatchReason::DelayExpired
+        )
+    );
+}
