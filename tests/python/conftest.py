@@ -19,6 +19,7 @@ the shared server always serves the example repository unchanged.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -240,11 +241,16 @@ class Arrivals:
         if not server.log_path:
             pytest.skip("this test watches the server log: set NEREID_LOG")
         self.server = server
-        self.needle = f" /v2/models/{model}/infer\n"
+        # Messages are logged as JSON strings (Triton's escaping), or raw
+        # with TRITON_SERVER_ESCAPE_LOG_MESSAGES=0: the path ends the line
+        # either way, before the closing quote or not.
+        self.needle = f" /v2/models/{model}/infer"
+        self.line_end = re.compile(re.escape(self.needle) + r'"?$', re.MULTILINE)
         self.start = self.count()
 
     def count(self):
-        return Path(self.server.log_path).read_text(errors="replace").count(self.needle)
+        text = Path(self.server.log_path).read_text(errors="replace")
+        return len(self.line_end.findall(text))
 
     def wait(self, n, timeout=10.0):
         """Waits until `n` requests arrived since this was made."""
