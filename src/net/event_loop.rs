@@ -46,7 +46,8 @@
 //! (a refused body, a connection error) is then half-closed and drained for
 //! a moment before the socket is dropped, so the client reads the error
 //! instead of a reset. [`Loops::shutdown`] stops the acceptor, then asks
-//! every loop to drain: each session is told to shut down gracefully,
+//! every loop to drain: each connection reads what its socket holds, its
+//! session is told to shut down gracefully (answering what was received),
 //! connections close as their sessions finish, and whatever remains at the
 //! deadline is aborted.
 
@@ -110,6 +111,9 @@ pub(crate) trait Session: Send + 'static {
     fn poll_timeout(&self) -> Option<Instant>;
     /// A deadline passed.
     fn handle_timeout(&mut self, now: Instant);
+    /// A graceful close is coming: the socket is read once more first, and
+    /// what that brings is to be answered as the last requests.
+    fn prepare_shutdown(&mut self) {}
     /// Starts a graceful close.
     fn shutdown(&mut self, now: Instant);
     /// Closes at once, cancelling work in flight.
@@ -636,8 +640,20 @@ impl<P: Protocol> EventLoop<P> {
             }
             LoopMsg::Shutdown(deadline) => {
                 self.draining = Some(deadline);
-                for (slot, conn) in self.conns.iter_mut().enumerate() {
-                    if let Some(conn) = conn {
+                for slot in 0..self.conns.len() {
+                    // What the client sent before the shutdown is read
+                    // first, so that a request waiting in the socket is
+                    // answered instead of lost with the connection. The
+                    // read is tried whatever readiness says: one that
+                    // finds nothing costs a WouldBlock.
+                    if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                        conn.readable = true;
+                        conn.session.prepare_shutdown();
+                    }
+                    self.drive(slot, now);
+                    if let Some(Some(conn)) = self.conns.get_mut(slot)
+                        && conn.closing == Closing::No
+                    {
                         conn.session.shutdown(now);
                         to_drive.push(slot);
                     }
