@@ -560,7 +560,7 @@ impl RestService {
 
 /// Triton's answer to a body over `--http-max-input-size`, worded after
 /// what the body is: compressed, a raw input (`Inference-Header-Content-
-/// Length: 0`), binary tensors after a JSON header, or JSON.
+/// Length: 0`), or JSON (with binary tensors after it or not).
 fn too_large_message(request: &Request, oversized: &Oversized) -> String {
     let Oversized {
         size,
@@ -576,9 +576,6 @@ fn too_large_message(request: &Request, oversized: &Oversized) -> String {
     match request.inference_header_content_length() {
         Ok(Some(0)) => format!(
             "Raw input has a byte_size ({size} bytes) that exceeds the maximum allowed value of {limit} bytes. {hint}"
-        ),
-        Ok(Some(_)) => format!(
-            "request size of {size} bytes exceeds the maximum allowed input size of {limit} bytes. {hint}"
         ),
         _ => format!(
             "request JSON size of {size} bytes exceeds the maximum allowed input size of {limit} bytes. {hint}"
