@@ -25,7 +25,7 @@ struct Echo {
 
 impl HttpService for Echo {
     fn handle(&self, request: Request, responder: Responder) {
-        self.handled.fetch_add(1, Ordering::Relaxed);
+        let order = self.handled.fetch_add(1, Ordering::Relaxed);
         match request.path.as_str() {
             "/slow" => {
                 let ms: u64 = request
@@ -72,7 +72,8 @@ impl HttpService for Echo {
                 let mut response = Response::new(200)
                     .with_header("X-Method", request.method.clone())
                     .with_header("X-Path", request.path.clone())
-                    .with_header("X-Thread", thread);
+                    .with_header("X-Thread", thread)
+                    .with_header("X-Order", order.to_string());
                 if let Some(ct) = request.content_type() {
                     response = response.with_header("Content-Type", ct.to_owned());
                 }
@@ -432,6 +433,28 @@ fn compressed_and_large_bodies_are_handled_off_the_loop() {
     let resp = c.read_response().unwrap();
     assert_eq!(resp.body, large);
     assert!(resp.header("x-thread").unwrap().starts_with("http-decode-"));
+}
+
+#[test]
+fn requests_reach_the_service_in_order_across_the_decoding_threads() {
+    let server = Server::start();
+    let mut c = server.client();
+    let large = vec![b'L'; 300 * 1024];
+    let mut pipelined = post("/echo", &large);
+    pipelined.extend_from_slice(&post_with(
+        "/echo",
+        "Content-Encoding: gzip\r\n",
+        &gzip(b"z"),
+    ));
+    pipelined.extend_from_slice(&post("/echo", b"small"));
+    c.send(&pipelined);
+    let order: Vec<usize> = (0..3)
+        .map(|_| {
+            let resp = c.read_response().unwrap();
+            resp.header("x-order").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "{order:?}");
 }
 
 #[test]

@@ -9,8 +9,12 @@
 //! small pool of decoding threads shared by the endpoint's loops. There the
 //! body is decompressed (incrementally, stopping at the decoded-size
 //! limit) and the service's `handle` runs, so a large or malicious body
-//! costs its own connection time, never the loop's other connections.
+//! costs its own connection time, never the loop's other connections. A
+//! connection's requests still reach the service in the order they were
+//! sent: behind one that went to the decoding threads, the next ones queue
+//! too.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -170,6 +174,62 @@ impl Decoders {
     }
 }
 
+/// The requests of one connection that go through the decoding threads,
+/// in order: one job at a time per connection takes them from the front,
+/// so the service sees a connection's requests in the order they were
+/// sent (sequence requests pipelined behind a large one stay behind it).
+#[derive(Default)]
+struct Backlog {
+    /// The requests waiting, and whether a job is taking them.
+    queue: Mutex<(VecDeque<Job>, bool)>,
+}
+
+impl Backlog {
+    /// Whether requests wait or are being taken: a new one must queue
+    /// behind them.
+    fn busy(&self) -> bool {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.1 || !queue.0.is_empty()
+    }
+
+    /// Queues a request's work; starts a job on the decoding threads to
+    /// take the queue when none is running. A failed send means the
+    /// threads are gone (the endpoint is stopping): the queued work is
+    /// dropped, and its responders answer 500.
+    fn push(self: &Arc<Self>, work: Job, decoders: &mpsc::Sender<Job>) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.0.push_back(work);
+        if queue.1 {
+            return;
+        }
+        queue.1 = true;
+        drop(queue);
+        let backlog = Arc::clone(self);
+        if decoders.send(Box::new(move || backlog.drain())).is_err() {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.0.clear();
+            queue.1 = false;
+        }
+    }
+
+    /// Runs the queued work, oldest first, until none is left.
+    fn drain(&self) {
+        loop {
+            let work = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                match queue.0.pop_front() {
+                    Some(work) => work,
+                    None => {
+                        queue.1 = false;
+                        return;
+                    }
+                }
+            };
+            work();
+        }
+    }
+}
+
 /// Opens HTTP/1.1 sessions.
 struct Http1 {
     service: Arc<dyn HttpService>,
@@ -186,6 +246,7 @@ impl Protocol for Http1 {
             proto: http1::Connection::new(self.config, now),
             service: Arc::clone(&self.service),
             decoders: self.decoders.queue.clone(),
+            backlog: Arc::default(),
             max_decoded: self.config.max_decoded_body_bytes,
             conn,
             outbox: Arc::default(),
@@ -199,6 +260,7 @@ struct Http1Session {
     proto: http1::Connection,
     service: Arc<dyn HttpService>,
     decoders: mpsc::Sender<Job>,
+    backlog: Arc<Backlog>,
     max_decoded: usize,
     conn: ConnRef<OutboxFilled>,
     outbox: Arc<Outbox>,
@@ -224,8 +286,8 @@ fn handle(service: &dyn HttpService, request: Request, responder: Responder) {
     }
 }
 
-/// On a decoding thread: undoes the body's content coding (stopping at
-/// `limit`), then hands the request to the service.
+/// On a decoding thread: undoes the body's content coding, if any
+/// (stopping at `limit`), then hands the request to the service.
 fn decode_and_handle(
     service: &dyn HttpService,
     mut request: Request,
@@ -278,18 +340,20 @@ impl Session for Http1Session {
         while let Some(request) = self.proto.poll_request() {
             let responder =
                 Responder::for_loop(Arc::clone(&self.outbox), self.conn.clone(), &request);
-            let off_loop = request.oversized.is_none()
-                && (request.content_coding().is_some()
-                    || catch_unwind(AssertUnwindSafe(|| self.service.offload(&request)))
+            // Behind a request on the decoding threads, a request queues
+            // too, whatever its size, so that order is kept.
+            let off_loop = self.backlog.busy()
+                || request.content_coding().is_some()
+                || (request.oversized.is_none()
+                    && catch_unwind(AssertUnwindSafe(|| self.service.offload(&request)))
                         .unwrap_or(false));
             if off_loop {
                 let service = Arc::clone(&self.service);
                 let limit = self.max_decoded;
-                // A failed send means the decoding threads are gone (the
-                // endpoint is stopping); the dropped responder answers 500.
-                let _ = self.decoders.send(Box::new(move || {
-                    decode_and_handle(&*service, request, responder, limit);
-                }));
+                self.backlog.push(
+                    Box::new(move || decode_and_handle(&*service, request, responder, limit)),
+                    &self.decoders,
+                );
             } else {
                 handle(&*self.service, request, responder);
             }
