@@ -75,7 +75,7 @@ const MAX_HEADERS: usize = 128;
 const HEAD_READ_WINDOW: usize = 16 * 1024;
 /// Smallest and largest read while a body with a known length arrives.
 const MIN_BODY_READ_WINDOW: usize = 16 * 1024;
-const MAX_BODY_READ_WINDOW: usize = 1024 * 1024;
+const MAX_BODY_READ_WINDOW: usize = 256 * 1024;
 /// Bodies larger than this get a fresh read buffer once split out.
 const RELEASE_AFTER_BODY_BYTES: usize = 256 * 1024;
 /// Longest chunk-size line (size plus extensions) accepted in a chunked body.
