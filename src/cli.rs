@@ -938,8 +938,9 @@ pub fn usage() -> String {
          \x20 --http-max-input-size <n>        largest request body, also after decompression\n\
          \x20                                  (alias --http-max-body-bytes) [{body}]\n\
          \x20 --http-header-timeout-secs <n>   time to send a request head [{hto}]\n\
-         \x20 --http-body-timeout-secs <n>     time to send a request body [{bto}], plus a second\n\
-         \x20 --http-min-body-rate <n>         per n bytes received (0: none) [{rate}]\n\
+         \x20 --http-body-timeout-secs <n>     time to send a request body [{bto}]; 408 after it\n\
+         \x20 --http-min-body-rate <n>         bytes received that earn the body a second more\n\
+         \x20                                  (0: none) [{rate}]\n\
          \x20 --http-idle-timeout-secs <n>     keep-alive idle limit [{ito}]\n\
          \x20 --http-use-ssl <bool>            serve HTTPS (ALPN http/1.1) on the HTTP port [false]\n\
          \x20 --http-server-cert <pem>, --http-server-key <pem>   its certificate chain and key\n\

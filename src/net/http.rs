@@ -129,9 +129,10 @@ impl HttpServerHandle {
         self.loops.local_addr()
     }
 
-    /// Stops accepting, lets requests in flight finish until `deadline`
-    /// (answered with `Connection: close`; idle connections close at once),
-    /// then closes every connection and joins the threads.
+    /// Stops accepting, lets requests in flight (and those already in the
+    /// connections' sockets) finish until `deadline`, answered with
+    /// `Connection: close`; idle connections close at once. Then closes
+    /// every connection and joins the threads.
     pub fn shutdown(mut self, deadline: Instant) {
         self.loops.shutdown(deadline);
     }
