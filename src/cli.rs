@@ -63,9 +63,15 @@ pub struct Options {
     pub allow_http: bool,
     /// `--http-max-header-bytes`: largest request head.
     pub http_max_header_bytes: usize,
-    /// `--http-max-body-bytes`: largest request body, before and after
-    /// decompression.
+    /// `--http-max-input-size` (alias `--http-max-body-bytes`): largest
+    /// request body, before and after decompression.
     pub http_max_body_bytes: usize,
+    /// `--http-body-timeout-secs`: time to send a request body, before
+    /// `--http-min-body-rate` extends it.
+    pub http_body_timeout_secs: u64,
+    /// `--http-min-body-rate`: bytes per second of body that earn a second
+    /// more; 0 for none.
+    pub http_min_body_rate: u64,
     /// `--http-idle-timeout-secs`: keep-alive idle limit.
     pub http_idle_timeout_secs: u64,
     /// `--http-header-timeout-secs`: time to send a request head.
@@ -178,6 +184,8 @@ impl Default for Options {
             allow_http: true,
             http_max_header_bytes: http.max_header_bytes,
             http_max_body_bytes: http.max_body_bytes,
+            http_body_timeout_secs: http.body_timeout.as_secs(),
+            http_min_body_rate: http.min_body_rate,
             http_idle_timeout_secs: http.idle_timeout.as_secs(),
             http_header_timeout_secs: http.header_timeout.as_secs(),
             grpc_port: 8001,
@@ -330,7 +338,16 @@ where
             "http-max-header-bytes" => {
                 o.http_max_header_bytes = args_left.number("a byte count")?
             }
-            "http-max-body-bytes" => o.http_max_body_bytes = args_left.number("a byte count")?,
+            "http-max-input-size" | "http-max-body-bytes" => {
+                // Triton's check and wording (its tests look for them).
+                let size: i64 = args_left.number("a byte count")?;
+                o.http_max_body_bytes = usize::try_from(size)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| CliError(format!("Error: --{name} must be greater than 0.")))?;
+            }
+            "http-body-timeout-secs" => o.http_body_timeout_secs = args_left.number("seconds")?,
+            "http-min-body-rate" => o.http_min_body_rate = args_left.number("bytes per second")?,
             "http-idle-timeout-secs" => o.http_idle_timeout_secs = args_left.number("seconds")?,
             "http-header-timeout-secs" => {
                 o.http_header_timeout_secs = args_left.number("seconds")?
@@ -662,6 +679,8 @@ impl Options {
                 max_body_bytes: self.http_max_body_bytes,
                 max_decoded_body_bytes: self.http_max_body_bytes,
                 header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+                body_timeout: Duration::from_secs(self.http_body_timeout_secs),
+                min_body_rate: self.http_min_body_rate,
                 idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
                 ..http1::Config::default()
             },
@@ -916,8 +935,12 @@ pub fn usage() -> String {
          \x20 --http-port <port>               port to bind; 0 picks a free one [{http}]\n\
          \x20 --http-thread-count <n>          event-loop threads [one per core, 2..16]\n\
          \x20 --http-max-header-bytes <n>      largest request head [{hdr}]\n\
-         \x20 --http-max-body-bytes <n>        largest request body, also after decompression [{body}]\n\
+         \x20 --http-max-input-size <n>        largest request body, also after decompression\n\
+         \x20                                  (alias --http-max-body-bytes) [{body}]\n\
          \x20 --http-header-timeout-secs <n>   time to send a request head [{hto}]\n\
+         \x20 --http-body-timeout-secs <n>     time to send a request body [{bto}]; 408 after it\n\
+         \x20 --http-min-body-rate <n>         bytes received that earn the body a second more\n\
+         \x20                                  (0: none) [{rate}]\n\
          \x20 --http-idle-timeout-secs <n>     keep-alive idle limit [{ito}]\n\
          \x20 --http-use-ssl <bool>            serve HTTPS (ALPN http/1.1) on the HTTP port [false]\n\
          \x20 --http-server-cert <pem>, --http-server-key <pem>   its certificate chain and key\n\
@@ -971,6 +994,8 @@ pub fn usage() -> String {
         hdr = d.http_max_header_bytes,
         body = d.http_max_body_bytes,
         hto = d.http_header_timeout_secs,
+        bto = d.http_body_timeout_secs,
+        rate = d.http_min_body_rate,
         ito = d.http_idle_timeout_secs,
         grpc = d.grpc_port,
         gmsg = d.grpc_max_message_size,
@@ -1167,7 +1192,9 @@ mod tests {
     #[test]
     fn derived_configs() {
         let o = run(&[
-            "--http-max-body-bytes=1000",
+            "--http-max-input-size=1000",
+            "--http-body-timeout-secs=9",
+            "--http-min-body-rate=0",
             "--http-idle-timeout-secs=7",
             "--http-address=127.0.0.1",
             "--http-thread-count=3",
@@ -1178,7 +1205,24 @@ mod tests {
         assert_eq!(http.threads, 3);
         assert_eq!(http.http1.max_body_bytes, 1000);
         assert_eq!(http.http1.max_decoded_body_bytes, 1000);
+        assert_eq!(http.http1.body_timeout, Duration::from_secs(9));
+        assert_eq!(http.http1.min_body_rate, 0);
         assert_eq!(http.http1.idle_timeout, Duration::from_secs(7));
+        assert_eq!(
+            run(&["--http-max-body-bytes", "77"]).http_max_body_bytes,
+            77
+        );
+        assert_eq!(
+            Options::default().http_max_body_bytes,
+            64 * 1024 * 1024,
+            "Triton's default"
+        );
+        for bad in ["0", "-1024"] {
+            assert_eq!(
+                error(&[&format!("--http-max-input-size={bad}")]),
+                "Error: --http-max-input-size must be greater than 0."
+            );
+        }
         assert_eq!(o.log_settings().log_format, "ISO8601");
     }
 

@@ -49,9 +49,16 @@ impl Http1Driver {
     /// Takes requests, answers some (all when `flush`) in a shuffled order,
     /// and writes output (partially unless `flush`).
     fn pump(&mut self, flush: bool) {
-        while let Some(req) = self.conn.poll_request() {
+        while let Some(mut req) = self.conn.poll_request() {
             assert_eq!(req.seq, self.next_seq, "requests must come out in order");
             self.next_seq += 1;
+            // The application's half of a compressed body: decoding it
+            // stops at the limit, whatever the input.
+            let limit = 1 << 16;
+            if req.decode_body(limit).is_ok() {
+                assert!(req.body.len() <= limit);
+                assert!(req.content_coding().is_none());
+            }
             self.pending.push(req.seq);
         }
         while !self.pending.is_empty() && (flush || self.rng.next(2) == 0) {
@@ -90,7 +97,8 @@ impl Http1Driver {
 /// Drives an HTTP/1.1 server connection with `data` as the client's bytes:
 /// the first byte seeds how the rest is split into reads, how much of the
 /// output each write takes, and in which order requests are answered.
-/// Checks that requests come out in sequence, that what is written starts
+/// Checks that requests come out in sequence, that a compressed body
+/// decodes within its limit, that what is written starts
 /// as an HTTP/1.1 response, and that the connection ends after end of
 /// stream.
 pub fn http1_connection(data: &[u8]) {

@@ -3,9 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,16 +13,19 @@ use flate2::Compression;
 use nereid::net::{HttpConfig, HttpServer, HttpServerHandle, HttpService, Responder};
 use nereid::protocol::http1::{self, Request, Response};
 
-/// Echoes bodies back; a few paths exercise slow, dropped, panicking and
-/// cancelled requests.
+/// Echoes bodies back, naming the thread that handled them; a few paths
+/// exercise slow, dropped, panicking, cancelled and loop-blocking requests.
 struct Echo {
     cancelled: mpsc::SyncSender<bool>,
     handled: AtomicUsize,
+    /// `/block` says it has started here, then waits for `release`.
+    blocked: mpsc::SyncSender<()>,
+    release: Mutex<mpsc::Receiver<()>>,
 }
 
 impl HttpService for Echo {
     fn handle(&self, request: Request, responder: Responder) {
-        self.handled.fetch_add(1, Ordering::Relaxed);
+        let order = self.handled.fetch_add(1, Ordering::Relaxed);
         match request.path.as_str() {
             "/slow" => {
                 let ms: u64 = request
@@ -57,14 +60,29 @@ impl HttpService for Echo {
             }
             "/drop" => drop(responder),
             "/panic" => panic!("the echo service was asked to panic"),
+            "/block" => {
+                // Holds the thread that runs it (an event loop) until the
+                // test lets go.
+                let _ = self.blocked.send(());
+                let _ = self.release.lock().unwrap().recv();
+                responder.respond(Response::new(200).with_body("unblocked"));
+            }
             _ => {
+                let thread = std::thread::current().name().unwrap_or("").to_owned();
                 let mut response = Response::new(200)
                     .with_header("X-Method", request.method.clone())
-                    .with_header("X-Path", request.path.clone());
+                    .with_header("X-Path", request.path.clone())
+                    .with_header("X-Thread", thread)
+                    .with_header("X-Order", order.to_string());
                 if let Some(ct) = request.content_type() {
                     response = response.with_header("Content-Type", ct.to_owned());
                 }
-                responder.respond(response.with_body(request.body));
+                let response = response.with_body(request.body);
+                if request.path == "/compressed" {
+                    responder.respond_compressed(response);
+                } else {
+                    responder.respond(response);
+                }
             }
         }
     }
@@ -75,6 +93,8 @@ struct Server {
     addr: SocketAddr,
     cancelled: mpsc::Receiver<bool>,
     service: Arc<Echo>,
+    blocked: mpsc::Receiver<()>,
+    release: mpsc::SyncSender<()>,
 }
 
 impl Server {
@@ -83,15 +103,23 @@ impl Server {
     }
 
     fn with(http1: http1::Config) -> Server {
+        Server::with_loops(http1, 2)
+    }
+
+    fn with_loops(http1: http1::Config, threads: usize) -> Server {
         let (tx, rx) = mpsc::sync_channel(16);
+        let (blocked_tx, blocked) = mpsc::sync_channel(16);
+        let (release, release_rx) = mpsc::sync_channel(16);
         let service = Arc::new(Echo {
             cancelled: tx,
             handled: AtomicUsize::new(0),
+            blocked: blocked_tx,
+            release: Mutex::new(release_rx),
         });
         let config = HttpConfig {
             address: "127.0.0.1".to_owned(),
             port: 0,
-            threads: 2,
+            threads,
             http1,
             tls: None,
         };
@@ -103,6 +131,8 @@ impl Server {
             addr,
             cancelled: rx,
             service,
+            blocked,
+            release,
         }
     }
 
@@ -348,23 +378,33 @@ fn chunked_request_body() {
     assert_eq!(c.read_response().unwrap().body, b"nereid");
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn post_with(path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
 #[test]
 fn gzip_request_and_response() {
     let server = Server::start();
     let mut c = server.client();
     let plain = br#"{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[4],"data":[1,2,3,4]}]}"#
         .repeat(20);
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
-    enc.write_all(&plain).unwrap();
-    let gz = enc.finish().unwrap();
-    let mut req = format!(
-        "POST /echo HTTP/1.1\r\nContent-Encoding: gzip\r\nAccept-Encoding: deflate;q=0.5, gzip\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        gz.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&gz);
-    c.send(&req);
+    let gz = gzip(&plain);
+    let headers = "Content-Encoding: gzip\r\nAccept-Encoding: deflate;q=0.5, gzip\r\n\
+                   Content-Type: application/json\r\n";
+    // The service compresses this answer: it goes out gzip.
+    c.send(&post_with("/compressed", headers, &gz));
     let resp = c.read_response().unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-encoding"), Some("gzip"));
@@ -374,6 +414,143 @@ fn gzip_request_and_response() {
         .read_to_end(&mut decoded)
         .unwrap();
     assert_eq!(decoded, plain);
+    // It does not compress this one, Accept-Encoding or not.
+    c.send(&post_with("/echo", headers, &gz));
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.header("content-encoding"), None);
+    assert_eq!(resp.body, plain);
+}
+
+#[test]
+fn compressed_and_large_bodies_are_handled_off_the_loop() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(&post("/echo", b"small"));
+    let resp = c.read_response().unwrap();
+    assert!(
+        resp.header("x-thread").unwrap().starts_with("http-loop-"),
+        "{:?}",
+        resp.header("x-thread")
+    );
+    c.send(&post_with(
+        "/echo",
+        "Content-Encoding: gzip\r\n",
+        &gzip(b"zipped"),
+    ));
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.body, b"zipped");
+    assert!(resp.header("x-thread").unwrap().starts_with("http-decode-"));
+    let large = vec![b'L'; 300 * 1024];
+    c.send(&post("/echo", &large));
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.body, large);
+    assert!(resp.header("x-thread").unwrap().starts_with("http-decode-"));
+}
+
+#[test]
+fn requests_reach_the_service_in_order_across_the_decoding_threads() {
+    let server = Server::start();
+    let mut c = server.client();
+    let large = vec![b'L'; 300 * 1024];
+    let mut pipelined = post("/echo", &large);
+    pipelined.extend_from_slice(&post_with(
+        "/echo",
+        "Content-Encoding: gzip\r\n",
+        &gzip(b"z"),
+    ));
+    pipelined.extend_from_slice(&post("/echo", b"small"));
+    c.send(&pipelined);
+    let order: Vec<usize> = (0..3)
+        .map(|_| {
+            let resp = c.read_response().unwrap();
+            resp.header("x-order").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "{order:?}");
+}
+
+#[test]
+fn decoded_size_limit_stops_a_bomb() {
+    let server = Server::with(http1::Config {
+        max_decoded_body_bytes: 1024 * 1024,
+        ..http1::Config::default()
+    });
+    let mut c = server.client();
+    let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
+    assert!(bomb.len() < 128 * 1024);
+    c.send(&post_with("/echo", "Content-Encoding: gzip\r\n", &bomb));
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.status, 413);
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("decompressed request body of 1048577 bytes exceeds the limit of 1048576"),
+        "{v}"
+    );
+    // The body was read in full, so the connection goes on.
+    c.send(&post_with(
+        "/echo",
+        "Content-Encoding: gzip\r\n",
+        &gzip(b"fine"),
+    ));
+    assert_eq!(c.read_response().unwrap().body, b"fine");
+    // A corrupt one is a 400.
+    c.send(&post_with(
+        "/echo",
+        "Content-Encoding: deflate\r\n",
+        b"not deflate",
+    ));
+    assert_eq!(c.read_response().unwrap().status, 400);
+}
+
+#[test]
+fn trickled_body_is_cut_off_with_408() {
+    let server = Server::with(http1::Config {
+        body_timeout: Duration::from_millis(300),
+        min_body_rate: 1024,
+        ..http1::Config::default()
+    });
+    let mut c = server.client();
+    c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nx");
+    let start = Instant::now();
+    // A byte now and then never counts as a stall, but earns next to no
+    // time: the deadline holds.
+    let writer = c.stream.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            if (&writer).write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    let resp = c.read_response().expect("an answer before the body ends");
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(start.elapsed() < Duration::from_secs(4));
+    assert!(c.closed());
+    trickle.join().unwrap();
+}
+
+#[test]
+fn head_keeps_the_length_and_drops_the_body() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(b"HEAD /echo HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
+    // Parsed by hand: a HEAD answer has a Content-Length and no body.
+    let mut raw = Vec::new();
+    while !String::from_utf8_lossy(&raw).contains("\r\n\r\nHTTP/1.1 200") {
+        let mut chunk = [0u8; 4096];
+        let n = c.stream.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("X-Method: HEAD"), "{head}");
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
 }
 
 #[test]
@@ -390,7 +567,46 @@ fn oversize_body_is_refused_with_413() {
     assert_eq!(resp.status, 413);
     assert_eq!(resp.header("connection"), Some("close"));
     let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("1024"));
+    assert_eq!(
+        v["error"],
+        "request body of 1000000 bytes exceeds the limit of 1024 bytes"
+    );
+    assert!(c.closed());
+}
+
+#[test]
+fn both_framings_chunked_wins_then_close() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send(
+        b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n\
+          6\r\nnereid\r\n0\r\n\r\n",
+    );
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"nereid");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(c.closed());
+}
+
+#[test]
+fn too_many_chunks_gets_400_and_close() {
+    let server = Server::start();
+    let mut c = server.client();
+    let mut req = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    req.extend_from_slice(&b"1\r\nA\r\n".repeat(http1::MAX_CHUNKS + 1));
+    req.extend_from_slice(b"0\r\n\r\n");
+    c.send(&req);
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.status, 400);
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Chunked request body exceeds maximum of 65536 non-empty chunks."),
+        "{v}"
+    );
     assert!(c.closed());
 }
 
@@ -496,6 +712,49 @@ fn shutdown_drains_in_flight_requests() {
         TcpStream::connect(server.addr).is_err(),
         "the port is closed"
     );
+}
+
+/// A request the client sent just before the shutdown, still in the
+/// socket because the loop was busy, is read and answered (with
+/// `Connection: close`) rather than lost with the connection.
+#[test]
+fn shutdown_answers_a_request_still_in_the_socket() {
+    let mut server = Server::with_loops(http1::Config::default(), 2);
+    // Connections are dealt to the two loops in turn: `busy` and `late`
+    // share loop 0, `other` is on loop 1.
+    let mut busy = server.client();
+    busy.send(&post("/echo", b"1"));
+    assert_eq!(busy.read_response().unwrap().status, 200);
+    let mut other = server.client();
+    other.send(&post("/echo", b"2"));
+    assert_eq!(other.read_response().unwrap().status, 200);
+    let mut late = server.client();
+    late.send(&post("/echo", b"3"));
+    assert_eq!(late.read_response().unwrap().status, 200);
+
+    // Loop 0 is held inside a handler; `late` sends meanwhile.
+    busy.send(b"GET /block HTTP/1.1\r\n\r\n");
+    server.blocked.recv().unwrap();
+    late.send(&post("/echo", b"sent before the shutdown"));
+    let handle = server.handle.take().unwrap();
+    let stopper =
+        std::thread::spawn(move || handle.shutdown(Instant::now() + Duration::from_secs(10)));
+    // Loop 1 closing its idle connection means the shutdown has been posted
+    // to both loops (loop 0 first); then loop 0 is let go.
+    assert!(other.closed());
+    server.release.send(()).unwrap();
+
+    let resp = busy
+        .read_response()
+        .expect("the blocked request is answered");
+    assert_eq!(resp.body, b"unblocked");
+    let resp = late
+        .read_response()
+        .expect("the request in the socket is answered");
+    assert_eq!(resp.body, b"sent before the shutdown");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(late.closed());
+    stopper.join().unwrap();
 }
 
 #[test]

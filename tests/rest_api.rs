@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nereid::net::{HttpConfig, HttpServer, HttpServerHandle};
+use nereid::protocol::http1;
 use nereid::protocol::kserve::RestService;
 use nereid::repository::{ControlMode, ManagerOptions};
 use nereid::server::{Server, ServerOptions};
@@ -54,6 +55,10 @@ fn start_models(server: &Server) {
 }
 
 fn start(control_mode: ControlMode) -> TestServer {
+    start_with(control_mode, http1::Config::default())
+}
+
+fn start_with(control_mode: ControlMode, http1: http1::Config) -> TestServer {
     let options = ServerOptions {
         manager: ManagerOptions {
             repositories: vec![repository()],
@@ -70,6 +75,7 @@ fn start(control_mode: ControlMode) -> TestServer {
             address: "127.0.0.1".to_owned(),
             port: 0,
             threads: 2,
+            http1,
             ..HttpConfig::default()
         },
         Arc::new(RestService::new(Arc::clone(&server))),
@@ -894,4 +900,162 @@ fn disconnected_clients_work_is_dropped() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(t.server.drain(Instant::now() + Duration::from_secs(1)));
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Triton compresses inference responses and nothing else; aiohttp asks
+/// for gzip on every request and tritonclient's aio client only
+/// decompresses inference responses.
+#[test]
+fn only_infer_responses_are_compressed() {
+    let t = start(ControlMode::None);
+    let gz = [("Accept-Encoding", "gzip, deflate")];
+    for path in ["/v2", "/v2/models/simple", "/v2/models/simple/config"] {
+        let r = send(t.addr, "GET", path, &gz, b"");
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-encoding"), None, "{path}");
+        r.json();
+    }
+    let r = send(t.addr, "POST", "/v2/repository/index", &gz, b"{}");
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+    r.json();
+
+    let body = simple_request().to_string();
+    let r = send(
+        t.addr,
+        "POST",
+        "/v2/models/simple/infer",
+        &gz,
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(v["outputs"][0]["name"], "OUTPUT0");
+
+    // Without Accept-Encoding, or when inference fails: plain.
+    let r = send(
+        t.addr,
+        "POST",
+        "/v2/models/simple/infer",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+    let r = send(
+        t.addr,
+        "POST",
+        "/v2/models/nope/infer",
+        &gz,
+        body.as_bytes(),
+    );
+    assert_ne!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), None);
+    r.error();
+}
+
+#[test]
+fn head_answers_as_get_without_the_body() {
+    let t = start(ControlMode::None);
+    for path in [
+        "/v2",
+        "/v2/health/ready",
+        "/v2/models/simple",
+        "/v2/models/simple/config",
+        "/v2/models/stats",
+    ] {
+        let get = get(t.addr, path);
+        let head = send(t.addr, "HEAD", path, &[], b"");
+        assert_eq!(head.status, get.status, "{path}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(get.body.len().to_string().as_str()),
+            "{path}"
+        );
+        assert!(head.body.is_empty(), "{path}");
+    }
+    assert_eq!(
+        send(t.addr, "HEAD", "/v2/models/simple/infer", &[], b"").status,
+        405
+    );
+    assert_eq!(send(t.addr, "HEAD", "/v2/nothing", &[], b"").status, 404);
+}
+
+#[test]
+fn oversized_bodies_get_tritons_400() {
+    let t = start_with(
+        ControlMode::None,
+        http1::Config {
+            max_body_bytes: 1024,
+            max_decoded_body_bytes: 1024,
+            ..http1::Config::default()
+        },
+    );
+    let hint = "Use --http-max-input-size to increase the limit.";
+    let r = send(
+        t.addr,
+        "POST",
+        "/v2/models/simple/infer",
+        &[("Inference-Header-Content-Length", "0")],
+        &[0u8; 2000],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.error(),
+        format!(
+            "Raw input has a byte_size (2000 bytes) that exceeds the maximum allowed value of 1024 bytes. {hint}"
+        )
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+
+    let r = send(
+        t.addr,
+        "POST",
+        "/v2/models/simple/infer",
+        &[],
+        &[b' '; 2000],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.error(),
+        format!(
+            "request JSON size of 2000 bytes exceeds the maximum allowed input size of 1024 bytes. {hint}"
+        )
+    );
+
+    // The decompressed size counts too, and is checked as it grows.
+    let mut padded = simple_request().to_string().into_bytes();
+    padded.extend(std::iter::repeat_n(b' ', 4000));
+    let r = send(
+        t.addr,
+        "POST",
+        "/v2/models/simple/infer",
+        &[("Content-Encoding", "gzip")],
+        &gzip(&padded),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.error(),
+        format!("Decompressed data size exceeds the maximum allowed value of 1024 bytes. {hint}")
+    );
+
+    // Within the limit, compressed or not, inference runs.
+    let small = simple_request().to_string().into_bytes();
+    assert!(small.len() <= 1024);
+    for (headers, body) in [
+        (vec![], small.clone()),
+        (vec![("Content-Encoding", "gzip")], gzip(&small)),
+    ] {
+        let r = send(t.addr, "POST", "/v2/models/simple/infer", &headers, &body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
 }

@@ -18,8 +18,9 @@
 //! timer it *drives* the connection: read while the protocol wants input,
 //! let the [`Session`] hand what it parsed to the application, write while
 //! there is output (vectored), and repeat while that made progress. A read
-//! budget per drive keeps one busy client from starving the others;
-//! connections with budget left over are driven again on the next turn
+//! budget and a write budget (bytes) per drive keep one busy client (a
+//! large body coming in, a large response going out) from starving the
+//! others; connections that spent a budget are driven again on the next turn
 //! without blocking in `poll`.
 //!
 //! # Sessions and transports
@@ -46,7 +47,8 @@
 //! (a refused body, a connection error) is then half-closed and drained for
 //! a moment before the socket is dropped, so the client reads the error
 //! instead of a reset. [`Loops::shutdown`] stops the acceptor, then asks
-//! every loop to drain: each session is told to shut down gracefully,
+//! every loop to drain: each connection reads what its socket holds, its
+//! session is told to shut down gracefully (answering what was received),
 //! connections close as their sessions finish, and whatever remains at the
 //! deadline is aborted.
 
@@ -68,6 +70,8 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(0);
 /// Reads per connection per drive before others get a turn.
 const READ_BUDGET: usize = 16;
+/// Bytes written per connection per drive before others get a turn.
+const WRITE_BUDGET: usize = 1024 * 1024;
 /// Most slices handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// How long a closing connection may take to flush and drain after its
@@ -110,6 +114,9 @@ pub(crate) trait Session: Send + 'static {
     fn poll_timeout(&self) -> Option<Instant>;
     /// A deadline passed.
     fn handle_timeout(&mut self, now: Instant);
+    /// A graceful close is coming: the socket is read once more first, and
+    /// what that brings is to be answered as the last requests.
+    fn prepare_shutdown(&mut self) {}
     /// Starts a graceful close.
     fn shutdown(&mut self, now: Instant);
     /// Closes at once, cancelling work in flight.
@@ -480,6 +487,14 @@ struct Conn<S> {
     close_by: Option<Instant>,
 }
 
+/// What one drive of a connection may still do before others get a turn.
+struct Budget {
+    /// Socket reads.
+    reads: usize,
+    /// Bytes written.
+    bytes_out: usize,
+}
+
 /// What driving a connection left it as.
 enum Driven {
     Open,
@@ -497,7 +512,7 @@ struct EventLoop<P: Protocol> {
     free: Vec<usize>,
     next_generation: u64,
     timers: Timers,
-    /// Connections to drive again this turn (read budget ran out).
+    /// Connections to drive again this turn (a budget ran out).
     again: Vec<usize>,
     draining: Option<Instant>,
     scratch: Vec<u8>,
@@ -636,8 +651,20 @@ impl<P: Protocol> EventLoop<P> {
             }
             LoopMsg::Shutdown(deadline) => {
                 self.draining = Some(deadline);
-                for (slot, conn) in self.conns.iter_mut().enumerate() {
-                    if let Some(conn) = conn {
+                for slot in 0..self.conns.len() {
+                    // What the client sent before the shutdown is read
+                    // first, so that a request waiting in the socket is
+                    // answered instead of lost with the connection. The
+                    // read is tried whatever readiness says: one that
+                    // finds nothing costs a WouldBlock.
+                    if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                        conn.readable = true;
+                        conn.session.prepare_shutdown();
+                    }
+                    self.drive(slot, now);
+                    if let Some(Some(conn)) = self.conns.get_mut(slot)
+                        && conn.closing == Closing::No
+                    {
                         conn.session.shutdown(now);
                         to_drive.push(slot);
                     }
@@ -701,9 +728,14 @@ impl<P: Protocol> EventLoop<P> {
             return;
         };
         let driven = if conn.closing == Closing::No {
-            let mut budget = READ_BUDGET;
+            let mut budget = Budget {
+                reads: READ_BUDGET,
+                bytes_out: WRITE_BUDGET,
+            };
             let driven = pump(conn, now, &mut budget);
-            if budget == 0 && conn.readable && conn.session.wants_read() {
+            if (budget.reads == 0 && conn.readable && conn.session.wants_read())
+                || (budget.bytes_out == 0 && conn.writable && conn.session.wants_write())
+            {
                 self.again.push(slot);
             }
             match driven {
@@ -756,11 +788,11 @@ impl<P: Protocol> EventLoop<P> {
 
 /// Reads, dispatches and writes until nothing more happens (or the read
 /// budget is spent).
-fn pump<S: Session>(conn: &mut Conn<S>, now: Instant, budget: &mut usize) -> Driven {
+fn pump<S: Session>(conn: &mut Conn<S>, now: Instant, budget: &mut Budget) -> Driven {
     loop {
         let read = match conn.transport {
-            Transport::Plain => read_plain(conn, now, budget),
-            Transport::Tls(_) => read_tls(conn, now, budget),
+            Transport::Plain => read_plain(conn, now, &mut budget.reads),
+            Transport::Tls(_) => read_tls(conn, now, &mut budget.reads),
         };
         let Ok(mut progressed) = read else {
             conn.session.abort();
@@ -768,8 +800,8 @@ fn pump<S: Session>(conn: &mut Conn<S>, now: Instant, budget: &mut usize) -> Dri
         };
         conn.session.dispatch(now);
         let written = match conn.transport {
-            Transport::Plain => write_plain(conn, now),
-            Transport::Tls(_) => write_tls(conn, now),
+            Transport::Plain => write_plain(conn, now, &mut budget.bytes_out),
+            Transport::Tls(_) => write_tls(conn, now, &mut budget.bytes_out),
         };
         match written {
             Ok(w) => progressed |= w,
@@ -915,15 +947,20 @@ fn read_tls<S: Session>(conn: &mut Conn<S>, now: Instant, budget: &mut usize) ->
 
 /// Session to socket. `Ok(true)` when bytes moved; `Err` when the socket
 /// failed.
-fn write_plain<S: Session>(conn: &mut Conn<S>, now: Instant) -> Result<bool, ()> {
+fn write_plain<S: Session>(
+    conn: &mut Conn<S>,
+    now: Instant,
+    budget: &mut usize,
+) -> Result<bool, ()> {
     let mut progressed = false;
-    while conn.writable && conn.session.wants_write() {
+    while conn.writable && conn.session.wants_write() && *budget > 0 {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let n = conn.session.poll_transmit(&mut slices);
         match (&conn.stream).write_vectored(&slices[..n]) {
             Ok(0) => return Err(()),
             Ok(written) => {
                 conn.session.handle_write(written, now);
+                *budget = budget.saturating_sub(written);
                 progressed = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
@@ -937,20 +974,21 @@ fn write_plain<S: Session>(conn: &mut Conn<S>, now: Instant) -> Result<bool, ()>
 /// Session to rustls to socket. rustls takes plaintext up to its buffer
 /// limit, which is what holds a session back when the client does not
 /// read.
-fn write_tls<S: Session>(conn: &mut Conn<S>, now: Instant) -> Result<bool, ()> {
+fn write_tls<S: Session>(conn: &mut Conn<S>, now: Instant, budget: &mut usize) -> Result<bool, ()> {
     let Transport::Tls(tls) = &mut conn.transport else {
         return Ok(false);
     };
     let mut progressed = false;
     loop {
         let mut moved = false;
-        while conn.session.wants_write() {
+        while conn.session.wants_write() && *budget > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = conn.session.poll_transmit(&mut slices);
             match tls.writer().write_vectored(&slices[..n]) {
                 Ok(0) => break,
                 Ok(taken) => {
                     conn.session.handle_write(taken, now);
+                    *budget = budget.saturating_sub(taken);
                     moved = true;
                 }
                 Err(_) => return Err(()),
@@ -966,7 +1004,7 @@ fn write_tls<S: Session>(conn: &mut Conn<S>, now: Instant) -> Result<bool, ()> {
             }
         }
         progressed |= moved;
-        if !moved || !conn.writable {
+        if !moved || !conn.writable || *budget == 0 {
             return Ok(progressed);
         }
     }

@@ -3,17 +3,28 @@
 //! sans-IO [`http1::Connection`], hands each complete request to an
 //! [`HttpService`] with a [`Responder`], and writes the responses that come
 //! back. With [`HttpConfig::tls`] the port speaks HTTPS (ALPN `http/1.1`).
+//!
+//! Requests with a compressed body, and those the service asks to have
+//! off the loop ([`HttpService::offload`]: large bodies to parse), go to a
+//! small pool of decoding threads shared by the endpoint's loops. There the
+//! body is decompressed (incrementally, stopping at the decoded-size
+//! limit) and the service's `handle` runs, so a large or malicious body
+//! costs its own connection time, never the loop's other connections. A
+//! connection's requests still reach the service in the order they were
+//! sent: behind one that went to the decoding threads, the next ones queue
+//! too.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Instant;
 
 use super::event_loop::{ConnRef, Endpoint, Loops, Protocol, Session};
 use super::service::{HttpService, Outbox, OutboxFilled, Responder};
 use super::tls::TlsConfig;
-use crate::protocol::http1;
+use crate::protocol::http1::{self, DecodeError, Request, Response};
 
 /// Where and how to serve HTTP.
 #[derive(Debug, Clone)]
@@ -84,6 +95,7 @@ impl HttpServer {
         let protocol = Arc::new(Http1 {
             service,
             config: config.http1,
+            decoders: Decoders::start(decoder_count())?,
         });
         let loops = Loops::start(&endpoint, protocol)?;
         log::debug!(
@@ -117,11 +129,105 @@ impl HttpServerHandle {
         self.loops.local_addr()
     }
 
-    /// Stops accepting, lets requests in flight finish until `deadline`
-    /// (answered with `Connection: close`; idle connections close at once),
-    /// then closes every connection and joins the threads.
+    /// Stops accepting, lets requests in flight (and those already in the
+    /// connections' sockets) finish until `deadline`, answered with
+    /// `Connection: close`; idle connections close at once. Then closes
+    /// every connection and joins the threads.
     pub fn shutdown(mut self, deadline: Instant) {
         self.loops.shutdown(deadline);
+    }
+}
+
+/// Decoding threads per endpoint: one per core, 2 to 8.
+fn decoder_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+}
+
+/// Work for a decoding thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The decoding threads of one endpoint, fed through one queue. They stop
+/// once the last session (holding the queue) is gone.
+struct Decoders {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Decoders {
+    fn start(threads: usize) -> io::Result<Decoders> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for id in 0..threads {
+            let jobs = Arc::clone(&jobs);
+            std::thread::Builder::new()
+                .name(format!("http-decode-{id}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for a job.
+                        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok(job) = job else { return };
+                        job();
+                    }
+                })?;
+        }
+        Ok(Decoders { queue })
+    }
+}
+
+/// The requests of one connection that go through the decoding threads,
+/// in order: one job at a time per connection takes them from the front,
+/// so the service sees a connection's requests in the order they were
+/// sent (sequence requests pipelined behind a large one stay behind it).
+#[derive(Default)]
+struct Backlog {
+    /// The requests waiting, and whether a job is taking them.
+    queue: Mutex<(VecDeque<Job>, bool)>,
+}
+
+impl Backlog {
+    /// Whether requests wait or are being taken: a new one must queue
+    /// behind them.
+    fn busy(&self) -> bool {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.1 || !queue.0.is_empty()
+    }
+
+    /// Queues a request's work; starts a job on the decoding threads to
+    /// take the queue when none is running. A failed send means the
+    /// threads are gone (the endpoint is stopping): the queued work is
+    /// dropped, and its responders answer 500.
+    fn push(self: &Arc<Self>, work: Job, decoders: &mpsc::Sender<Job>) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.0.push_back(work);
+        if queue.1 {
+            return;
+        }
+        queue.1 = true;
+        drop(queue);
+        let backlog = Arc::clone(self);
+        if decoders.send(Box::new(move || backlog.drain())).is_err() {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.0.clear();
+            queue.1 = false;
+        }
+    }
+
+    /// Runs the queued work, oldest first, until none is left.
+    fn drain(&self) {
+        loop {
+            let work = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                match queue.0.pop_front() {
+                    Some(work) => work,
+                    None => {
+                        queue.1 = false;
+                        return;
+                    }
+                }
+            };
+            work();
+        }
     }
 }
 
@@ -129,6 +235,7 @@ impl HttpServerHandle {
 struct Http1 {
     service: Arc<dyn HttpService>,
     config: http1::Config,
+    decoders: Decoders,
 }
 
 impl Protocol for Http1 {
@@ -139,6 +246,9 @@ impl Protocol for Http1 {
         Http1Session {
             proto: http1::Connection::new(self.config, now),
             service: Arc::clone(&self.service),
+            decoders: self.decoders.queue.clone(),
+            backlog: Arc::default(),
+            max_decoded: self.config.max_decoded_body_bytes,
             conn,
             outbox: Arc::default(),
             applying: Vec::new(),
@@ -150,10 +260,52 @@ impl Protocol for Http1 {
 struct Http1Session {
     proto: http1::Connection,
     service: Arc<dyn HttpService>,
+    decoders: mpsc::Sender<Job>,
+    backlog: Arc<Backlog>,
+    max_decoded: usize,
     conn: ConnRef<OutboxFilled>,
     outbox: Arc<Outbox>,
     /// The outbox's responses being applied (kept for its capacity).
     applying: Vec<(u64, http1::Response)>,
+}
+
+/// Hands a request to the service. A panicking service must not take the
+/// thread down; the responder it dropped while unwinding answers 500.
+fn handle(service: &dyn HttpService, request: Request, responder: Responder) {
+    if let Some(oversized) = request.oversized {
+        let response = catch_unwind(AssertUnwindSafe(|| {
+            service.body_too_large(&request, &oversized)
+        }));
+        match response {
+            Ok(response) => responder.respond(response),
+            Err(_) => log::error!("HTTP service panicked while refusing a request"),
+        }
+        return;
+    }
+    if catch_unwind(AssertUnwindSafe(|| service.handle(request, responder))).is_err() {
+        log::error!("HTTP service panicked while handling a request");
+    }
+}
+
+/// On a decoding thread: undoes the body's content coding, if any
+/// (stopping at `limit`), then hands the request to the service.
+fn decode_and_handle(
+    service: &dyn HttpService,
+    mut request: Request,
+    responder: Responder,
+    limit: usize,
+) {
+    let coding = request.content_coding();
+    match request.decode_body(limit) {
+        Ok(()) | Err(DecodeError::TooLarge(_)) => handle(service, request, responder),
+        Err(DecodeError::Corrupt(e)) => {
+            let coding = coding.map_or("", |c| c.as_str());
+            responder.respond(Response::error(
+                400,
+                &format!("cannot decode {coding} request body: {e}"),
+            ));
+        }
+    }
 }
 
 impl Http1Session {
@@ -181,17 +333,30 @@ impl Session for Http1Session {
         self.proto.handle_eof(now);
     }
 
-    /// Hands every complete request to the service, then applies the
-    /// answers given meanwhile.
+    /// Hands every complete request to the service (through a decoding
+    /// thread when its body is compressed or the service asks for it),
+    /// then applies the answers given meanwhile.
     fn dispatch(&mut self, now: Instant) {
         self.outbox.set_dispatching(true);
         while let Some(request) = self.proto.poll_request() {
             let responder =
                 Responder::for_loop(Arc::clone(&self.outbox), self.conn.clone(), &request);
-            // A panicking service must not take the loop down; the responder
-            // it dropped while unwinding answers 500.
-            if catch_unwind(AssertUnwindSafe(|| self.service.handle(request, responder))).is_err() {
-                log::error!("HTTP service panicked while handling a request");
+            // Behind a request on the decoding threads, a request queues
+            // too, whatever its size, so that order is kept.
+            let off_loop = self.backlog.busy()
+                || request.content_coding().is_some()
+                || (request.oversized.is_none()
+                    && catch_unwind(AssertUnwindSafe(|| self.service.offload(&request)))
+                        .unwrap_or(false));
+            if off_loop {
+                let service = Arc::clone(&self.service);
+                let limit = self.max_decoded;
+                self.backlog.push(
+                    Box::new(move || decode_and_handle(&*service, request, responder, limit)),
+                    &self.decoders,
+                );
+            } else {
+                handle(&*self.service, request, responder);
             }
         }
         self.outbox.set_dispatching(false);
@@ -224,6 +389,10 @@ impl Session for Http1Session {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.proto.handle_timeout(now);
+    }
+
+    fn prepare_shutdown(&mut self) {
+        self.proto.prepare_shutdown();
     }
 
     fn shutdown(&mut self, _now: Instant) {

@@ -8,7 +8,8 @@
 //!
 //! * [`HttpServer`]: HTTP/1.1. Complete requests go to an [`HttpService`]
 //!   (the KServe router) together with a [`Responder`] that any thread may
-//!   complete.
+//!   complete; compressed or large bodies are decoded, and handed to the
+//!   service, on a few decoding threads instead of the loop.
 //! * [`GrpcServer`]: HTTP/2 with one `protocol::grpc::Call` per stream,
 //!   answering through a sink that posts to the owning loop.
 //!

@@ -1,22 +1,61 @@
 //! The contract between the event loops and the application: an
 //! [`HttpService`] receives each complete request with a [`Responder`], and
 //! completes the responder exactly once, from any thread.
+//!
+//! A request whose body is expensive to take apart (compressed, or large
+//! enough that parsing it would hold the event loop up; the service says
+//! which in [`HttpService::offload`]) is decompressed and handed to the
+//! service on a decoding thread instead of the loop, so that the other
+//! connections of that loop are not kept waiting.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use super::event_loop::ConnRef;
 use crate::core::CancelFlag;
-use crate::protocol::http1::{self, Coding, Request, Response};
+use crate::protocol::http1::{self, Coding, Oversized, Request, Response};
+
+/// Bodies larger than this are handed to [`HttpService::handle`] off the
+/// event loop unless the service says otherwise.
+pub const OFFLOAD_ABOVE_BYTES: usize = 256 * 1024;
 
 /// The application behind the HTTP front end (the KServe router).
 ///
-/// `handle` runs on an event-loop thread: it must not block. Work that
+/// `handle` runs on an event-loop thread, or on a decoding thread for the
+/// requests [`HttpService::offload`] picks: it must not block. Work that
 /// takes time (inference) is handed to other threads together with the
 /// [`Responder`], which is completed there.
 pub trait HttpService: Send + Sync + 'static {
     /// Handles one request; answer through `responder`, now or later.
     fn handle(&self, request: Request, responder: Responder);
+
+    /// Whether `handle` should run off the event loop for this request
+    /// because taking its body apart takes long (it runs on the loop, so
+    /// it must be quick). Compressed bodies are always decoded off the
+    /// loop whatever this says. By default: bodies over
+    /// [`OFFLOAD_ABOVE_BYTES`].
+    fn offload(&self, request: &Request) -> bool {
+        request.body.len() > OFFLOAD_ABOVE_BYTES
+    }
+
+    /// The answer to a request whose body is over the size limit
+    /// ([`Request::oversized`]); `handle` is not called for it. By default
+    /// 413 with a JSON error naming the sizes.
+    fn body_too_large(&self, request: &Request, oversized: &Oversized) -> Response {
+        let _ = request;
+        let what = if oversized.decompressed {
+            "decompressed request body"
+        } else {
+            "request body"
+        };
+        Response::error(
+            413,
+            &format!(
+                "{what} of {} bytes exceeds the limit of {} bytes",
+                oversized.size, oversized.limit
+            ),
+        )
+    }
 }
 
 /// Posted to a connection's loop when its outbox goes from empty to not
@@ -107,8 +146,7 @@ impl Responder {
     }
 
     /// A responder that delivers into a channel instead of a connection:
-    /// for tests of an [`HttpService`] and for in-process callers. The
-    /// response arrives compressed if the request asked for it.
+    /// for tests of an [`HttpService`] and for in-process callers.
     pub fn channel(request: &Request) -> (Responder, mpsc::Receiver<Response>) {
         let (tx, rx) = mpsc::channel();
         let responder = Responder {
@@ -130,18 +168,25 @@ impl Responder {
         self.cancel.is_cancelled()
     }
 
-    /// Sends the response. A response body is compressed here, on the
-    /// calling thread, when the client asked for it, so the event loop does
-    /// not spend its time in the compressor.
+    /// Sends the response as it is.
     pub fn respond(mut self, response: Response) {
         self.deliver(response);
     }
 
-    fn deliver(&mut self, mut response: Response) {
-        let Some(sink) = self.sink.take() else { return };
+    /// Sends the response compressed with the coding the client's
+    /// `Accept-Encoding` asked for, if any (Triton compresses inference
+    /// responses, and only those). It is compressed here, on the calling
+    /// thread, so the event loop does not spend its time in the
+    /// compressor.
+    pub fn respond_compressed(mut self, mut response: Response) {
         if let Some(coding) = self.coding {
             http1::compress_response(&mut response, coding);
         }
+        self.deliver(response);
+    }
+
+    fn deliver(&mut self, response: Response) {
+        let Some(sink) = self.sink.take() else { return };
         match sink {
             Sink::Loop { outbox, conn } => {
                 if outbox.push(self.seq, response) {
@@ -201,13 +246,22 @@ mod tests {
     }
 
     #[test]
-    fn responds_once_compressed_when_asked() {
+    fn responds_once_compressed_only_when_asked_to() {
         let req = request("Accept-Encoding: gzip\r\n");
         let (responder, rx) = Responder::channel(&req);
         assert!(!responder.is_cancelled());
-        responder.respond(Response::json(200, "{\"a\":1}"));
+        responder.respond_compressed(Response::json(200, "{\"a\":1}"));
         let resp = rx.recv().unwrap();
         assert_eq!(resp.header("content-encoding"), Some("gzip"));
         assert!(rx.try_recv().is_err(), "exactly one response");
+
+        let (responder, rx) = Responder::channel(&req);
+        responder.respond(Response::json(200, "{\"a\":1}"));
+        assert_eq!(rx.recv().unwrap().header("content-encoding"), None);
+
+        let plain = request("");
+        let (responder, rx) = Responder::channel(&plain);
+        responder.respond_compressed(Response::json(200, "{\"a\":1}"));
+        assert_eq!(rx.recv().unwrap().header("content-encoding"), None);
     }
 }

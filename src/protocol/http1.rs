@@ -29,12 +29,26 @@
 //! Keep-alive (HTTP/1.1 by default, HTTP/1.0 on `Connection: keep-alive`),
 //! pipelining with responses written in request order whatever order they
 //! complete in, `Expect: 100-continue`, `Content-Length` and chunked request
-//! bodies (trailers read and dropped), `Content-Encoding: gzip|deflate`
-//! request bodies, response compression chosen from `Accept-Encoding`,
-//! limits on header and body size (before and after decoding), a header
-//! timeout, a body-stall timeout, an idle keep-alive timeout and a
-//! write-stall timeout. Errors the connection detects itself are answered
-//! with a JSON body `{"error":"..."}` and end the connection.
+//! bodies (trailers read and dropped; when both framings are sent, chunked
+//! wins and the connection closes after the answer, as RFC 9112 §6.1 asks),
+//! at most [`MAX_CHUNKS`] non-empty chunks per body, limits on header and
+//! body size, a header timeout, a body deadline with a minimum rate, a
+//! body-stall timeout, an idle keep-alive timeout and a write-stall timeout.
+//! Errors the connection detects itself are answered with a JSON body
+//! `{"error":"..."}` and end the connection.
+//!
+//! A body over the size limit is not read: its request is still handed out,
+//! empty and marked [`Request::oversized`], so that the application can
+//! word the refusal; the connection closes after that answer.
+//!
+//! Content codings are the application's to apply, off the thread that
+//! drives the connection when they are expensive: a request body sent with
+//! `Content-Encoding: gzip|deflate` comes out as sent, with
+//! [`Request::content_coding`] set, and [`Request::decode_body`] undoes it
+//! incrementally, stopping at the decoded-size limit. Likewise
+//! [`Request::response_coding`] is what `Accept-Encoding` negotiated, and
+//! [`compress_response`] applies it to the responses the application
+//! chooses to compress; the connection writes responses as given.
 //!
 //! Request bodies framed by `Content-Length` are read straight into the
 //! buffer the [`Request::body`] is later split from, so they are not copied;
@@ -61,11 +75,18 @@ const MAX_HEADERS: usize = 128;
 const HEAD_READ_WINDOW: usize = 16 * 1024;
 /// Smallest and largest read while a body with a known length arrives.
 const MIN_BODY_READ_WINDOW: usize = 16 * 1024;
-const MAX_BODY_READ_WINDOW: usize = 1024 * 1024;
+const MAX_BODY_READ_WINDOW: usize = 256 * 1024;
 /// Bodies larger than this get a fresh read buffer once split out.
 const RELEASE_AFTER_BODY_BYTES: usize = 256 * 1024;
 /// Longest chunk-size line (size plus extensions) accepted in a chunked body.
 const MAX_CHUNK_LINE_BYTES: usize = 4096;
+/// Most non-empty chunks one chunked body may have (Triton's limit): each
+/// costs bookkeeping however small it is, so a body of a million one-byte
+/// chunks is refused (400) instead of being assembled.
+pub const MAX_CHUNKS: usize = 1 << 16;
+/// The default body size limit, before and after decoding: 64 MiB, as
+/// Triton's `--http-max-input-size`.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Status line sent for `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -74,13 +95,23 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub struct Config {
     /// Largest request head (request line and headers); more is 431.
     pub max_header_bytes: usize,
-    /// Largest request body as sent on the wire; more is 413.
+    /// Largest request body as sent on the wire; a larger one is not read
+    /// and its request comes out [`Request::oversized`].
     pub max_body_bytes: usize,
-    /// Largest request body after `Content-Encoding` is undone; more is 413.
+    /// Largest request body after `Content-Encoding` is undone: the limit
+    /// the application passes to [`Request::decode_body`].
     pub max_decoded_body_bytes: usize,
     /// Time a client has to send a complete request head once it started
     /// one; then 408.
     pub header_timeout: Duration,
+    /// Time a client has to send a request body once its head is read,
+    /// extended by one second for every [`Config::min_body_rate`] bytes
+    /// that arrive; then 408. A body trickled slower than that rate is cut
+    /// off however often it makes progress.
+    pub body_timeout: Duration,
+    /// Bytes per second a body must average to earn more time than
+    /// [`Config::body_timeout`]; 0 gives every body just that time.
+    pub min_body_rate: u64,
     /// Time a connection may sit with nothing in flight before it is closed
     /// silently; also the longest stall allowed while a body arrives (408)
     /// or while the client does not read what is written (closed).
@@ -90,7 +121,8 @@ pub struct Config {
     /// Reading pauses while more than this many response bytes wait to be
     /// written.
     pub output_high_water: usize,
-    /// Compress responses when the client's `Accept-Encoding` asks for it.
+    /// Negotiate [`Request::response_coding`] from `Accept-Encoding`;
+    /// when false it is always `None`.
     pub compress_responses: bool,
 }
 
@@ -98,9 +130,11 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_header_bytes: 64 * 1024,
-            max_body_bytes: 1 << 30,
-            max_decoded_body_bytes: 1 << 30,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decoded_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            min_body_rate: 1024,
             idle_timeout: Duration::from_secs(300),
             max_pipelined: 64,
             output_high_water: 8 * 1024 * 1024,
@@ -153,14 +187,43 @@ pub struct Request {
     /// HTTP version.
     pub version: Version,
     /// Header lines in the order received. `Content-Encoding` is removed
-    /// once the body has been decoded, so [`Request::body`] is always the
-    /// plain body.
+    /// once [`Request::decode_body`] has decoded the body.
     pub headers: Vec<(String, String)>,
-    /// The request body, decoded.
+    /// The request body: as sent while [`Request::content_coding`] is set,
+    /// plain once decoded; empty when [`Request::oversized`].
     pub body: Bytes,
     /// Set when the client goes away before it has been answered.
     pub cancel: CancelFlag,
+    /// Set when the body is over the size limit: it was not read (or its
+    /// decoding stopped at the limit), and the connection closes after the
+    /// answer when it was not read.
+    pub oversized: Option<Oversized>,
+    coding: Option<Coding>,
     response_coding: Option<Coding>,
+}
+
+/// A request body over the size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized {
+    /// The body's size: as `Content-Length` declared it; for a chunked
+    /// body, what had arrived when reading stopped; for a decompressed one,
+    /// what had been decoded when decoding stopped (both lower bounds).
+    pub size: u64,
+    /// The limit it is over.
+    pub limit: usize,
+    /// Whether the decompressed body crossed the limit (the body as sent
+    /// was within it).
+    pub decompressed: bool,
+}
+
+/// Why [`Request::decode_body`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The decoded body would be larger than the limit; decoding stopped
+    /// there.
+    TooLarge(Oversized),
+    /// The body is not valid in its coding.
+    Corrupt(String),
 }
 
 impl Request {
@@ -187,7 +250,44 @@ impl Request {
             headers,
             body: body.into(),
             cancel: CancelFlag::default(),
+            oversized: None,
+            coding: None,
             response_coding,
+        }
+    }
+
+    /// The `Content-Encoding` the body still has, if any; see
+    /// [`Request::decode_body`].
+    pub fn content_coding(&self) -> Option<Coding> {
+        self.coding
+    }
+
+    /// Undoes the body's content coding, if it has one, decoding
+    /// incrementally and stopping as soon as the output would pass `limit`
+    /// bytes (so a small compressed bomb costs at most `limit` bytes of
+    /// memory, freed on return). On success the body is plain and
+    /// `Content-Encoding` is gone from the headers; on
+    /// [`DecodeError::TooLarge`] the body is emptied and
+    /// [`Request::oversized`] set. CPU-bound: call it off an event loop.
+    pub fn decode_body(&mut self, limit: usize) -> Result<(), DecodeError> {
+        let Some(coding) = self.coding else {
+            return Ok(());
+        };
+        match decode_body(coding, &self.body, limit) {
+            Ok(decoded) => {
+                self.body = decoded;
+                self.coding = None;
+                self.headers
+                    .retain(|(n, _)| !n.eq_ignore_ascii_case("content-encoding"));
+                Ok(())
+            }
+            Err(e) => {
+                if let DecodeError::TooLarge(oversized) = &e {
+                    self.oversized = Some(*oversized);
+                    self.body = Bytes::new();
+                }
+                Err(e)
+            }
         }
     }
 
@@ -229,10 +329,10 @@ impl Request {
         }
     }
 
-    /// The coding the response to this request will be compressed with, if
-    /// any (from `Accept-Encoding` and [`Config::compress_responses`]).
-    /// A responder may call [`compress_response`] with it off the event loop;
-    /// the connection then leaves the response alone.
+    /// The coding the client accepts for the response, if any (from
+    /// `Accept-Encoding` and [`Config::compress_responses`]). The
+    /// connection compresses nothing itself: the application calls
+    /// [`compress_response`] with it on the responses it compresses.
     pub fn response_coding(&self) -> Option<Coding> {
         self.response_coding
     }
@@ -386,25 +486,39 @@ pub fn negotiate_coding(accept_encoding: &str) -> Option<Coding> {
     }
 }
 
-/// Why decoding a request body failed.
-#[derive(Debug, PartialEq, Eq)]
-enum DecodeError {
-    TooLarge,
-    Corrupt(String),
-}
-
-/// Undoes a request body's content coding, refusing output past `limit`.
+/// Undoes a request body's content coding, refusing output past `limit`:
+/// the decoder is read in steps, and stops at the first byte past the
+/// limit, so what it allocates stays within `limit` plus one step.
 fn decode_body(coding: Coding, body: &[u8], limit: usize) -> Result<Bytes, DecodeError> {
-    fn read_limited(r: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError> {
-        let mut out = Vec::new();
-        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-        r.take(cap)
-            .read_to_end(&mut out)
-            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-        if out.len() > limit {
-            return Err(DecodeError::TooLarge);
+    const STEP: usize = 256 * 1024;
+    fn read_limited(mut r: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError> {
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            if out.len() > limit {
+                return Err(DecodeError::TooLarge(Oversized {
+                    size: out.len() as u64,
+                    limit,
+                    decompressed: true,
+                }));
+            }
+            let start = out.len();
+            let want = STEP.min(limit + 1 - start);
+            if out.capacity() - start < want {
+                // Doubling, but never past the first byte over the limit:
+                // a bomb cannot make it reserve what the limit refuses.
+                out.reserve_exact(start.max(want).min(limit + 1 - start));
+            }
+            out.resize(start + want, 0);
+            match r.read(&mut out[start..]) {
+                Ok(0) => {
+                    out.truncate(start);
+                    return Ok(out);
+                }
+                Ok(n) => out.truncate(start + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => out.truncate(start),
+                Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
+            }
         }
-        Ok(out)
     }
     let out = match coding {
         Coding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(body), limit)?,
@@ -483,6 +597,10 @@ enum ReadState {
         head: Box<Head>,
         framing: Framing,
         coding: Option<Coding>,
+        /// When the head was read: the body deadline counts from here.
+        started: Instant,
+        /// Body bytes received so far (they extend the deadline).
+        received: u64,
     },
     /// No more requests will be read; bytes that arrive are dropped.
     Done,
@@ -544,7 +662,9 @@ enum ChunkState {
 #[derive(Debug, PartialEq, Eq)]
 enum ChunkError {
     Invalid(&'static str),
-    TooLarge,
+    /// The body would pass the limit; how large it would be by then.
+    TooLarge(u64),
+    TooManyChunks,
     TrailerTooLarge,
 }
 
@@ -552,6 +672,8 @@ enum ChunkError {
 #[derive(Debug)]
 struct ChunkDecoder {
     state: ChunkState,
+    /// Non-empty chunks seen.
+    chunks: usize,
 }
 
 impl ChunkDecoder {
@@ -562,6 +684,7 @@ impl ChunkDecoder {
                 digits: 0,
                 line: 0,
             },
+            chunks: 0,
         }
     }
 
@@ -606,9 +729,11 @@ impl ChunkDecoder {
                             let value = value
                                 .checked_mul(16)
                                 .and_then(|v| v.checked_add(d))
-                                .ok_or(ChunkError::TooLarge)?;
+                                .ok_or(ChunkError::TooLarge(u64::MAX))?;
                             if value > max_body as u64 {
-                                return Err(ChunkError::TooLarge);
+                                return Err(ChunkError::TooLarge(
+                                    (out.len() as u64).saturating_add(value),
+                                ));
                             }
                             ChunkState::Size {
                                 value,
@@ -695,7 +820,7 @@ impl ChunkDecoder {
     }
 
     fn end_of_size_line(
-        &self,
+        &mut self,
         value: u64,
         so_far: usize,
         max_body: usize,
@@ -703,8 +828,13 @@ impl ChunkDecoder {
         if value == 0 {
             return Ok(ChunkState::Trailer { line: 0, total: 0 });
         }
-        if (so_far as u64).saturating_add(value) > max_body as u64 {
-            return Err(ChunkError::TooLarge);
+        let size = (so_far as u64).saturating_add(value);
+        if size > max_body as u64 {
+            return Err(ChunkError::TooLarge(size));
+        }
+        self.chunks += 1;
+        if self.chunks > MAX_CHUNKS {
+            return Err(ChunkError::TooManyChunks);
         }
         Ok(ChunkState::Data(value))
     }
@@ -784,6 +914,8 @@ impl Reject {
 struct Analysis {
     framing: Option<Framing>,
     coding: Option<Coding>,
+    /// `Content-Length` declares a body over the limit: this size.
+    oversized: Option<u64>,
     keep_alive: bool,
     expect_continue: bool,
     response_coding: Option<Coding>,
@@ -933,6 +1065,9 @@ impl Connection {
         self.filled = (self.filled + n).min(self.buf.len());
         self.last_activity = now;
         self.last_read = now;
+        if let ReadState::Body { received, .. } = &mut self.read {
+            *received += n as u64;
+        }
         self.progress();
     }
 
@@ -971,8 +1106,9 @@ impl Connection {
     }
 
     /// Acts on whatever deadline has passed: a head that took too long
-    /// (408), a body that stalled (408), an idle keep-alive connection
-    /// (closed silently) or a client that stopped reading (closed).
+    /// (408), a body that stalled or came too slowly (408), an idle
+    /// keep-alive connection (closed silently) or a client that stopped
+    /// reading (closed).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.is_closed() {
@@ -993,7 +1129,7 @@ impl Connection {
                 }
             }
             ReadState::Body { .. } => {
-                if now >= self.last_read + idle {
+                if now >= self.last_read + idle || self.body_deadline().is_some_and(|d| now >= d) {
                     self.reject(Reject::new(408, "timed out waiting for the request body"));
                     return;
                 }
@@ -1012,7 +1148,7 @@ impl Connection {
     /// written once all earlier ones have been. Unknown `seq`s (the
     /// connection was aborted, or the request was already answered) are
     /// ignored; returns whether the response was taken.
-    pub fn send_response(&mut self, seq: u64, mut response: Response, now: Instant) -> bool {
+    pub fn send_response(&mut self, seq: u64, response: Response, now: Instant) -> bool {
         self.now = now;
         let Some(slot) = self.slots.iter_mut().find(|s| s.seq == seq) else {
             return false;
@@ -1020,25 +1156,26 @@ impl Connection {
         if !matches!(slot.state, SlotState::Waiting) {
             return false;
         }
-        if let Some(coding) = slot.response_coding
-            && !slot.head_method
-        {
-            compress_response(&mut response, coding);
-        }
         slot.state = SlotState::Ready(response);
         self.progress();
         true
     }
 
-    /// Starts a graceful close: no new requests are read; requests already
-    /// being read or answered finish, the last response says
+    /// Starts a graceful close: requests already received (in part or in
+    /// full, pipelined ones included) are read to their end and answered,
+    /// nothing after them is read, the last response says
     /// `Connection: close`, then the connection closes.
     pub fn shutdown(&mut self) {
         self.draining = true;
-        if matches!(self.read, ReadState::Head) {
-            self.stop_reading();
-        }
         self.progress();
+    }
+
+    /// Announces a [`Connection::shutdown`] about to come, so that a driver
+    /// can hand in what the socket holds first: requests in it are
+    /// answered as the last ones, with `Connection: close`, rather than
+    /// lost with the connection. Nothing closes until `shutdown`.
+    pub fn prepare_shutdown(&mut self) {
+        self.draining = true;
     }
 
     /// Closes at once: requests in flight are cancelled and nothing more is
@@ -1085,7 +1222,12 @@ impl Connection {
                     consider(started + self.config.header_timeout);
                 }
             }
-            ReadState::Body { .. } => consider(self.last_read + idle),
+            ReadState::Body { .. } => {
+                consider(self.last_read + idle);
+                if let Some(d) = self.body_deadline() {
+                    consider(d);
+                }
+            }
             ReadState::Done => {}
         }
         if self.is_idle() {
@@ -1095,6 +1237,23 @@ impl Connection {
     }
 
     // ----- internals -----
+
+    /// When the body being read must be complete: the body timeout from
+    /// the end of its head, plus a second per `min_body_rate` bytes
+    /// received.
+    fn body_deadline(&self) -> Option<Instant> {
+        let ReadState::Body {
+            started, received, ..
+        } = &self.read
+        else {
+            return None;
+        };
+        let earned = match self.config.min_body_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64(*received as f64 / rate as f64),
+        };
+        Some(*started + self.config.body_timeout + earned)
+    }
 
     /// Nothing in flight, nothing partly read, nothing to write.
     fn is_idle(&self) -> bool {
@@ -1149,6 +1308,11 @@ impl Connection {
     }
 
     fn parse_head(&mut self) -> bool {
+        if self.draining && self.filled == 0 {
+            // Everything received before the shutdown has been read.
+            self.stop_reading();
+            return true;
+        }
         if self.filled == 0 || self.slots.len() >= self.config.max_pipelined {
             return false;
         }
@@ -1251,8 +1415,21 @@ impl Connection {
             cancel: CancelFlag::default(),
         };
         self.slots.push_back(slot);
+        if let Some(size) = analysis.oversized {
+            // The body is not read: the application words the refusal,
+            // then the connection closes (lingering, since the client is
+            // likely still sending).
+            let oversized = Oversized {
+                size,
+                limit: self.config.max_body_bytes,
+                decompressed: false,
+            };
+            self.finish_request(seq, head, Bytes::new(), None, Some(oversized));
+            self.unread_input = true;
+            return true;
+        }
         match analysis.framing {
-            None => self.finish_request(seq, head, Bytes::new(), None),
+            None => self.finish_request(seq, head, Bytes::new(), None, None),
             Some(framing) => {
                 if let Framing::Length(len) = framing {
                     // Room for the whole body, reserved (not touched) now so
@@ -1273,6 +1450,8 @@ impl Connection {
                     head: Box::new(head),
                     framing,
                     coding: analysis.coding,
+                    started: self.now,
+                    received: self.filled as u64,
                 };
             }
         }
@@ -1291,13 +1470,12 @@ impl Connection {
             .flat_map(|(_, v)| v.split(','))
             .map(str::trim)
             .collect();
+        let mut oversized = None;
+        // Both framings: chunked wins, and the connection closes after the
+        // answer, since a peer that read the length would disagree on
+        // where the next request starts (RFC 9112 §6.1).
+        let ambiguous = !transfer.is_empty() && !lengths.is_empty();
         let framing = if !transfer.is_empty() {
-            if !lengths.is_empty() {
-                return Err(Reject::new(
-                    400,
-                    "both Transfer-Encoding and Content-Length are present",
-                ));
-            }
             if transfer.iter().any(|t| t != "chunked") {
                 return Err(Reject::new(
                     501,
@@ -1321,18 +1499,13 @@ impl Connection {
                     format!("Content-Length: expected a byte count, got '{first}'"),
                 ));
             }
-            let len = match first.parse::<usize>() {
-                Ok(len) if len <= max_body => len,
+            match first.parse::<usize>() {
+                Ok(len) if len <= max_body => (len > 0).then_some(Framing::Length(len)),
                 _ => {
-                    return Err(Reject::new(
-                        413,
-                        format!(
-                            "request body of {first} bytes exceeds the limit of {max_body} bytes"
-                        ),
-                    ));
+                    oversized = Some(first.parse::<u64>().unwrap_or(u64::MAX));
+                    None
                 }
-            };
-            (len > 0).then_some(Framing::Length(len))
+            }
         } else {
             None
         };
@@ -1371,13 +1544,15 @@ impl Connection {
         }
 
         let connection = header_tokens(headers, "connection");
-        let keep_alive = match head.version {
-            Version::Http11 => !connection.iter().any(|t| t == "close"),
-            Version::Http10 => {
-                connection.iter().any(|t| t == "keep-alive")
-                    && !connection.iter().any(|t| t == "close")
-            }
-        };
+        let keep_alive = !ambiguous
+            && oversized.is_none()
+            && match head.version {
+                Version::Http11 => !connection.iter().any(|t| t == "close"),
+                Version::Http10 => {
+                    connection.iter().any(|t| t == "keep-alive")
+                        && !connection.iter().any(|t| t == "close")
+                }
+            };
 
         let response_coding =
             if self.config.compress_responses && !head.method.eq_ignore_ascii_case("HEAD") {
@@ -1394,6 +1569,7 @@ impl Connection {
         Ok(Analysis {
             framing,
             coding,
+            oversized,
             keep_alive,
             expect_continue,
             response_coding,
@@ -1435,22 +1611,8 @@ impl Connection {
                         }
                         out.split().freeze()
                     }
-                    Err(ChunkError::Invalid(what)) => {
-                        self.reject(Reject::new(400, format!("malformed chunked body: {what}")));
-                        return true;
-                    }
-                    Err(ChunkError::TooLarge) => {
-                        self.reject(Reject::new(
-                            413,
-                            format!("request body exceeds the limit of {max_body} bytes"),
-                        ));
-                        return true;
-                    }
-                    Err(ChunkError::TrailerTooLarge) => {
-                        self.reject(Reject::new(
-                            431,
-                            format!("chunked body trailer exceeds {max_trailer} bytes"),
-                        ));
+                    Err(e) => {
+                        self.chunk_error(seq, e);
                         return true;
                     }
                 }
@@ -1467,45 +1629,61 @@ impl Connection {
         else {
             return true;
         };
-        self.finish_request(seq, *head, body, coding);
+        self.finish_request(seq, *head, body, coding, None);
         true
     }
 
-    /// A request is complete: decode its body and hand it out.
-    fn finish_request(&mut self, seq: u64, head: Head, body: Bytes, coding: Option<Coding>) {
+    /// Ends the chunked body of request `seq` that failed to decode.
+    fn chunk_error(&mut self, seq: u64, error: ChunkError) {
+        let max_trailer = self.config.max_header_bytes;
+        let reject = match error {
+            ChunkError::Invalid(what) => {
+                Reject::new(400, format!("malformed chunked body: {what}"))
+            }
+            ChunkError::TooManyChunks => Reject::new(
+                400,
+                format!(
+                    "Chunked request body exceeds maximum of {MAX_CHUNKS} non-empty chunks. \
+                     Send fewer or larger HTTP chunks."
+                ),
+            ),
+            ChunkError::TrailerTooLarge => Reject::new(
+                431,
+                format!("chunked body trailer exceeds {max_trailer} bytes"),
+            ),
+            ChunkError::TooLarge(size) => {
+                let ReadState::Body { head, .. } =
+                    std::mem::replace(&mut self.read, ReadState::Head)
+                else {
+                    return;
+                };
+                if let Some(slot) = self.slots.iter_mut().find(|s| s.seq == seq) {
+                    slot.keep_alive = false;
+                }
+                let oversized = Oversized {
+                    size,
+                    limit: self.config.max_body_bytes,
+                    decompressed: false,
+                };
+                self.finish_request(seq, *head, Bytes::new(), None, Some(oversized));
+                self.unread_input = true;
+                return;
+            }
+        };
+        self.reject(reject);
+    }
+
+    /// A request is complete: hand it out.
+    fn finish_request(
+        &mut self,
+        seq: u64,
+        head: Head,
+        body: Bytes,
+        coding: Option<Coding>,
+        oversized: Option<Oversized>,
+    ) {
         let Some(idx) = self.slots.iter().position(|s| s.seq == seq) else {
             return;
-        };
-        let mut headers = head.headers;
-        let body = match coding {
-            None => body,
-            Some(coding) => match decode_body(coding, &body, self.config.max_decoded_body_bytes) {
-                Ok(decoded) => {
-                    headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-encoding"));
-                    decoded
-                }
-                Err(DecodeError::TooLarge) => {
-                    let limit = self.config.max_decoded_body_bytes;
-                    self.reject_request(
-                        Some(seq),
-                        Reject::new(
-                            413,
-                            format!("decoded request body exceeds the limit of {limit} bytes"),
-                        ),
-                    );
-                    return;
-                }
-                Err(DecodeError::Corrupt(e)) => {
-                    self.reject_request(
-                        Some(seq),
-                        Reject::new(
-                            400,
-                            format!("cannot decode {} request body: {e}", coding.as_str()),
-                        ),
-                    );
-                    return;
-                }
-            },
         };
         let slot = &mut self.slots[idx];
         slot.state = SlotState::Waiting;
@@ -1517,15 +1695,17 @@ impl Connection {
             path: head.path,
             query: head.query,
             version: head.version,
-            headers,
+            headers: head.headers,
             body,
             cancel: slot.cancel.clone(),
+            oversized,
+            coding,
             response_coding: slot.response_coding,
         });
-        if !keep_alive || self.draining {
-            self.stop_reading();
-        } else {
+        if keep_alive {
             self.read = ReadState::Head;
+        } else {
+            self.stop_reading();
         }
     }
 
@@ -1918,21 +2098,6 @@ mod tests {
         let r = c.poll_request().unwrap();
         echo(&mut c, &r, now);
         assert!(!text(&drain(&mut c, now)).contains("100 Continue"));
-
-        // Too large: the final status, no 100.
-        let config = Config {
-            max_body_bytes: 10,
-            ..Config::default()
-        };
-        let mut c = Connection::new(config, now);
-        c.handle_read(
-            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
-            now,
-        );
-        let out = text(&drain(&mut c, now));
-        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
-        assert!(!out.contains("100 Continue"));
-        assert!(c.is_closed());
     }
 
     #[test]
@@ -1963,16 +2128,8 @@ mod tests {
                 400,
             ),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                400,
-            ),
-            (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 501,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-                413,
             ),
             (
                 b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Encoding: br\r\n\r\n",
@@ -2030,18 +2187,114 @@ mod tests {
     }
 
     #[test]
-    fn chunked_body_limit() {
+    fn oversized_bodies_come_out_marked_and_unread() {
         let config = Config {
             max_body_bytes: 4,
             ..Config::default()
         };
+        // Declared too large: handed out at once, empty, before any body
+        // byte (and no 100 Continue); the connection closes after the
+        // answer and lingers, since the client is still sending.
         let now = t0();
+        let mut c = Connection::new(config, now);
+        c.handle_read(
+            b"POST /big HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            now,
+        );
+        let r = c.poll_request().expect("the oversized request");
+        assert_eq!(
+            r.oversized,
+            Some(Oversized {
+                size: 5,
+                limit: 4,
+                decompressed: false
+            })
+        );
+        assert!(r.body.is_empty());
+        assert!(drain(&mut c, now).is_empty(), "no 100 Continue");
+        c.handle_read(b"hello GET / HTTP/1.1\r\n\r\n", now);
+        assert!(c.poll_request().is_none(), "nothing more is read");
+        c.send_response(r.seq, Response::error(400, "too big"), now);
+        let resps = parse_responses(&drain(&mut c, now));
+        assert_eq!(resps.len(), 1);
+        assert_eq!(resps[0].0, 400);
+        assert_eq!(header(&resps[0].1, "connection"), Some("close"));
+        assert!(c.is_closed());
+        assert!(c.wants_linger());
+
+        // A length no integer holds is just as oversized.
+        let mut c = Connection::new(config, now);
+        c.handle_read(
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            now,
+        );
+        assert_eq!(c.poll_request().unwrap().oversized.unwrap().size, u64::MAX);
+
+        // Chunked: found out as the chunks arrive.
         let mut c = Connection::new(config, now);
         c.handle_read(
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n",
             now,
         );
-        assert_eq!(parse_responses(&drain(&mut c, now))[0].0, 413);
+        let r = c.poll_request().expect("the oversized request");
+        assert_eq!(r.oversized.map(|o| o.size), Some(5));
+        c.send_response(r.seq, Response::error(400, "too big"), now);
+        assert_eq!(parse_responses(&drain(&mut c, now))[0].0, 400);
+        assert!(c.is_closed());
+
+        // At the limit is fine.
+        let mut c = Connection::new(config, now);
+        c.handle_read(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd", now);
+        let r = c.poll_request().unwrap();
+        assert_eq!((r.oversized, &r.body[..]), (None, &b"abcd"[..]));
+    }
+
+    #[test]
+    fn chunk_count_limit() {
+        fn chunked(count: usize) -> Vec<u8> {
+            let mut req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..count {
+                req.extend_from_slice(b"1\r\nA\r\n");
+            }
+            req.extend_from_slice(b"0\r\n\r\n");
+            req
+        }
+        let (mut c, now) = conn();
+        c.handle_read(&chunked(MAX_CHUNKS), now);
+        let r = c.poll_request().expect("at the limit");
+        assert_eq!(r.body.len(), MAX_CHUNKS);
+
+        let (mut c, now) = conn();
+        c.handle_read(&chunked(MAX_CHUNKS + 1), now);
+        assert!(c.poll_request().is_none());
+        let resps = parse_responses(&drain(&mut c, now));
+        assert_eq!(resps[0].0, 400);
+        let v: serde_json::Value = serde_json::from_slice(&resps[0].2).unwrap();
+        assert_eq!(
+            v["error"],
+            "Chunked request body exceeds maximum of 65536 non-empty chunks. \
+             Send fewer or larger HTTP chunks."
+        );
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn chunked_wins_over_content_length_then_close() {
+        let (mut c, now) = conn();
+        c.handle_read(
+            b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+            now,
+        );
+        let r = c.poll_request().expect("the chunked request");
+        assert_eq!(&r.body[..], b"hello");
+        assert!(c.poll_request().is_none(), "nothing after it is read");
+        echo(&mut c, &r, now);
+        let resps = parse_responses(&drain(&mut c, now));
+        assert_eq!(resps.len(), 1);
+        assert_eq!(resps[0].2, b"hello");
+        assert_eq!(header(&resps[0].1, "connection"), Some("close"));
+        assert!(c.is_closed());
     }
 
     #[test]
@@ -2056,7 +2309,11 @@ mod tests {
         let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), Compression::default());
         raw.write_all(&plain).unwrap();
         let raw = raw.finish().unwrap();
-        for (name, data) in [("gzip", gz), ("deflate", zl), ("deflate", raw)] {
+        for (name, data, coding) in [
+            ("gzip", gz, Coding::Gzip),
+            ("deflate", zl, Coding::Deflate),
+            ("deflate", raw, Coding::Deflate),
+        ] {
             let (mut c, now) = conn();
             let head = format!(
                 "POST / HTTP/1.1\r\nContent-Encoding: {name}\r\nContent-Length: {}\r\n\r\n",
@@ -2064,9 +2321,14 @@ mod tests {
             );
             c.handle_read(head.as_bytes(), now);
             c.handle_read(&data, now);
-            let r = c.poll_request().unwrap();
+            let mut r = c.poll_request().unwrap();
+            assert_eq!(r.content_coding(), Some(coding));
+            assert_eq!(&r.body[..], &data[..], "handed out as sent");
+            assert_eq!(r.decode_body(plain.len()), Ok(()));
             assert_eq!(&r.body[..], &plain[..], "{name}");
             assert!(r.header("content-encoding").is_none());
+            assert_eq!(r.content_coding(), None);
+            assert_eq!(r.decode_body(0), Ok(()), "decoding twice does nothing");
         }
 
         let (mut c, now) = conn();
@@ -2074,34 +2336,49 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
             now,
         );
-        assert!(c.poll_request().is_none());
-        assert_eq!(parse_responses(&drain(&mut c, now))[0].0, 400);
+        let mut r = c.poll_request().unwrap();
+        assert!(matches!(r.decode_body(1000), Err(DecodeError::Corrupt(_))));
     }
 
     #[test]
-    fn zip_bomb_is_refused() {
+    fn zip_bomb_stops_at_the_limit() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
         gz.write_all(&vec![0u8; 10 * 1024 * 1024]).unwrap();
         let gz = gz.finish().unwrap();
-        let config = Config {
-            max_decoded_body_bytes: 1024 * 1024,
-            ..Config::default()
-        };
-        let now = t0();
-        let mut c = Connection::new(config, now);
-        let head = format!(
-            "POST / HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
-            gz.len()
+        let mut r = Request::new(
+            "POST",
+            "/",
+            vec![("Content-Encoding".to_owned(), "gzip".to_owned())],
+            gz,
         );
-        c.handle_read(head.as_bytes(), now);
-        c.handle_read(&gz, now);
-        assert!(c.poll_request().is_none());
-        assert_eq!(parse_responses(&drain(&mut c, now))[0].0, 413);
-        assert!(c.is_closed());
+        r.coding = Some(Coding::Gzip);
+        let limit = 1024 * 1024;
+        let Err(DecodeError::TooLarge(o)) = r.decode_body(limit) else {
+            panic!("a bomb is refused");
+        };
+        assert_eq!(
+            (o.size, o.limit, o.decompressed),
+            (limit as u64 + 1, limit, true)
+        );
+        assert_eq!(r.oversized, Some(o));
+        assert!(r.body.is_empty(), "the compressed body is let go");
+
+        // What decoding allocates stays within the limit plus one byte.
+        let out = decode_body(
+            Coding::Gzip,
+            &{
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
+                gz.write_all(&vec![1u8; limit]).unwrap();
+                gz.finish().unwrap()
+            },
+            limit,
+        )
+        .unwrap();
+        assert_eq!(out.len(), limit);
     }
 
     #[test]
-    fn response_compression() {
+    fn responses_are_written_as_given() {
         assert_eq!(negotiate_coding("gzip"), Some(Coding::Gzip));
         assert_eq!(
             negotiate_coding("deflate, gzip;q=0.5"),
@@ -2116,45 +2393,47 @@ mod tests {
         assert_eq!(negotiate_coding("*;q=0"), None);
         assert_eq!(negotiate_coding("br, deflate"), Some(Coding::Deflate));
 
+        // The connection negotiates but does not compress: a response it is
+        // given goes out as it is, whatever Accept-Encoding said.
         let body = b"{\"outputs\":[1,2,3]}".repeat(50);
-        for (accept, coding) in [("gzip", "gzip"), ("deflate;q=1, gzip;q=0.2", "deflate")] {
-            let (mut c, now) = conn();
-            let req = format!(
-                "POST / HTTP/1.1\r\nAccept-Encoding: {accept}\r\nContent-Length: 0\r\n\r\n"
-            );
-            c.handle_read(req.as_bytes(), now);
-            let r = c.poll_request().unwrap();
-            assert!(r.response_coding().is_some());
-            let resp = Response::json(200, body.clone())
+        let (mut c, now) = conn();
+        c.handle_read(b"GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", now);
+        let r = c.poll_request().unwrap();
+        assert_eq!(r.response_coding(), Some(Coding::Gzip));
+        c.send_response(r.seq, Response::json(200, body.clone()), now);
+        let resps = parse_responses(&drain(&mut c, now));
+        assert_eq!(header(&resps[0].1, "content-encoding"), None);
+        assert_eq!(resps[0].2, body);
+    }
+
+    #[test]
+    fn compress_response_keeps_headers_and_roundtrips() {
+        let body = b"{\"outputs\":[1,2,3]}".repeat(50);
+        for coding in [Coding::Gzip, Coding::Deflate] {
+            let mut resp = Response::json(200, body.clone())
                 .with_header("Inference-Header-Content-Length", "12")
                 .with_body(Bytes::from_static(b"tail"));
-            c.send_response(r.seq, resp, now);
-            let resps = parse_responses(&drain(&mut c, now));
-            let (status, hs, compressed) = &resps[0];
-            assert_eq!(*status, 200);
-            assert_eq!(header(hs, "content-encoding"), Some(coding));
-            assert_eq!(header(hs, "inference-header-content-length"), Some("12"));
+            compress_response(&mut resp, coding);
+            assert_eq!(resp.header("content-encoding"), Some(coding.as_str()));
+            assert_eq!(resp.header("inference-header-content-length"), Some("12"));
+            let compressed: Vec<u8> = resp.body.concat();
             let mut decoded = Vec::new();
-            if coding == "gzip" {
-                flate2::read::GzDecoder::new(&compressed[..])
+            match coding {
+                Coding::Gzip => flate2::read::GzDecoder::new(&compressed[..])
                     .read_to_end(&mut decoded)
-                    .unwrap();
-            } else {
-                flate2::read::ZlibDecoder::new(&compressed[..])
+                    .unwrap(),
+                Coding::Deflate => flate2::read::ZlibDecoder::new(&compressed[..])
                     .read_to_end(&mut decoded)
-                    .unwrap();
-            }
+                    .unwrap(),
+            };
             let mut expected = body.clone();
             expected.extend_from_slice(b"tail");
             assert_eq!(decoded, expected);
         }
-
         // Empty bodies are left alone.
-        let (mut c, now) = conn();
-        c.handle_read(b"GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n", now);
-        let r = c.poll_request().unwrap();
-        c.send_response(r.seq, Response::new(200), now);
-        assert!(!text(&drain(&mut c, now)).contains("Content-Encoding"));
+        let mut resp = Response::new(200);
+        compress_response(&mut resp, Coding::Gzip);
+        assert_eq!(resp.header("content-encoding"), None);
     }
 
     #[test]
@@ -2196,9 +2475,14 @@ mod tests {
 
     #[test]
     fn body_stall_and_write_stall() {
-        let (mut c, now) = conn();
-        c.handle_read(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", now);
         let idle = Config::default().idle_timeout;
+        let config = Config {
+            body_timeout: idle * 10,
+            ..Config::default()
+        };
+        let now = t0();
+        let mut c = Connection::new(config, now);
+        c.handle_read(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", now);
         assert_eq!(c.poll_timeout(), Some(now + idle));
         c.handle_timeout(now + idle);
         assert_eq!(parse_responses(&drain(&mut c, now + idle))[0].0, 408);
@@ -2210,6 +2494,58 @@ mod tests {
         assert!(c.wants_write());
         c.handle_timeout(now + idle);
         assert!(c.is_closed(), "a client that never reads is dropped");
+    }
+
+    #[test]
+    fn body_deadline_with_a_minimum_rate() {
+        let config = Config {
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 100,
+            ..Config::default()
+        };
+        let now = t0();
+        let mut c = Connection::new(config, now);
+        c.handle_read(b"POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", now);
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(10)));
+        // A byte a second is progress, so the stall timeout never fires;
+        // it earns a hundredth of a second each, so the deadline does.
+        let mut t = now;
+        let mut answered = Vec::new();
+        for _ in 0..20 {
+            t += Duration::from_secs(1);
+            c.handle_timeout(t);
+            answered.extend(drain(&mut c, t));
+            if c.is_closed() {
+                break;
+            }
+            c.handle_read(b"x", t);
+        }
+        let resps = parse_responses(&answered);
+        assert_eq!(resps[0].0, 408, "a trickled body is cut off");
+        assert!(c.is_closed());
+        assert!(t <= now + Duration::from_secs(11));
+
+        // 100 bytes a second earns a second a second: never cut off.
+        let mut c = Connection::new(config, now);
+        c.handle_read(b"POST / HTTP/1.1\r\nContent-Length: 3000\r\n\r\n", now);
+        let mut t = now;
+        for _ in 0..30 {
+            t += Duration::from_secs(1);
+            c.handle_timeout(t);
+            assert!(!c.is_closed());
+            c.handle_read(&[b'y'; 100], t);
+        }
+        assert_eq!(c.poll_request().unwrap().body.len(), 3000);
+
+        // Rate 0: the body timeout is all a body gets.
+        let config = Config {
+            min_body_rate: 0,
+            ..config
+        };
+        let mut c = Connection::new(config, now);
+        c.handle_read(b"POST / HTTP/1.1\r\nContent-Length: 3000\r\n\r\n", now);
+        c.handle_read(&[b'y'; 2000], now + Duration::from_secs(9));
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(10)));
     }
 
     #[test]
@@ -2289,6 +2625,56 @@ mod tests {
         let (mut c, _) = conn();
         c.shutdown();
         assert!(c.is_closed(), "an idle connection closes at once");
+
+        // A request partly received when the shutdown comes is read to its
+        // end (body included) and answered; nothing after it is read.
+        let (mut c, now) = conn();
+        c.handle_read(b"POST /late HTTP/1.1\r\nContent-", now);
+        c.shutdown();
+        assert!(!c.is_closed());
+        assert!(c.wants_read());
+        c.handle_read(b"Length: 2\r\n\r\n", now);
+        assert!(c.wants_read(), "its body is still to come");
+        c.handle_read(b"ok", now);
+        let reqs = requests(&mut c);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(&reqs[0].body[..], b"ok");
+        c.handle_read(b"GET /next HTTP/1.1\r\n\r\n", now);
+        assert!(c.poll_request().is_none(), "sent after the shutdown");
+        echo(&mut c, &reqs[0], now);
+        let out = text(&drain(&mut c, now));
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(out.ends_with("ok"), "{out}");
+        assert!(c.is_closed());
+
+        // Announced before the socket's last read: what that read brings
+        // is answered as the last request.
+        let (mut c, now) = conn();
+        c.prepare_shutdown();
+        assert!(!c.is_closed());
+        c.handle_read(b"GET /x HTTP/1.1\r\n\r\n", now);
+        let r = c.poll_request().unwrap();
+        c.shutdown();
+        c.send_response(r.seq, Response::new(200), now);
+        assert!(text(&drain(&mut c, now)).contains("Connection: close\r\n"));
+        assert!(c.is_closed());
+        let (mut c, _) = conn();
+        c.prepare_shutdown();
+        c.shutdown();
+        assert!(c.is_closed(), "the last read brought nothing");
+
+        // Pipelined requests already received are all answered.
+        let (mut c, now) = conn();
+        c.handle_read(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", now);
+        c.shutdown();
+        let reqs = requests(&mut c);
+        assert_eq!(reqs.len(), 2);
+        for r in &reqs {
+            c.send_response(r.seq, Response::new(204), now);
+        }
+        let out = text(&drain(&mut c, now));
+        assert_eq!(out.matches("204 No Content").count(), 2, "{out}");
+        assert!(c.is_closed());
     }
 
     #[test]

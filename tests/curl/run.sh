@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # curl against a running nereid: the binary tensor extension the way Triton's
-# documentation shows it, 100-continue, chunked uploads, compression, status
-# codes, and garbage on a raw socket.
+# documentation shows it, 100-continue, chunked uploads, compression, HEAD,
+# status codes, and garbage on a raw socket.
 #
 #   tests/curl/run.sh [host:port]        (default 127.0.0.1:8000)
 #
@@ -224,6 +224,27 @@ curl -sS -D "$WORK/h7" -o "$WORK/r7" -X POST -H "Content-Encoding: gzip" \
 	-H "Inference-Header-Content-Length: $HEADER_LEN" \
 	--data-binary @"$WORK/body.bin.gz" "$URL/v2/models/simple/infer" 2>"$WORK/err"
 check_simple_response "gzip request body (header length counts the decompressed body)" "$WORK/h7" "$WORK/r7"
+
+# Only inference responses are compressed, as Triton does: clients such as
+# tritonclient's aio client decompress nothing else.
+for path in /v2 /v2/models/simple /v2/models/simple/config; do
+	curl -sS -D "$WORK/h8" -o "$WORK/r8" -H "Accept-Encoding: gzip, deflate" "$URL$path" 2>"$WORK/err"
+	if grep -qi '^content-encoding' "$WORK/h8"; then
+		fail "Accept-Encoding: gzip on GET $path: not compressed" "$(tr -d '\r' <"$WORK/h8")"
+	else
+		expect_eq "Accept-Encoding: gzip on GET $path: plain JSON" "$(pyjson "$WORK/r8" 'type(d).__name__')" "dict"
+	fi
+done
+
+# --- HEAD -------------------------------------------------------------------------
+
+for path in /v2 /v2/health/ready /v2/models/simple/config; do
+	get_len="$(curl -sS -o /dev/null -w '%{size_download}' "$URL$path")"
+	curl -sS -I -o "$WORK/hh" -w '%{http_code} %{size_download}' "$URL$path" >"$WORK/hs" 2>"$WORK/err"
+	head_len="$(grep -i '^content-length:' "$WORK/hh" | tr -d '\r' | awk '{print $2}')"
+	expect_eq "HEAD $path: 200, GET's Content-Length, no body" "$(cat "$WORK/hs") $head_len" "200 0 $get_len"
+done
+status 405 "HEAD on infer → 405" -- -I "$URL/v2/models/simple/infer"
 
 # --- status codes ---------------------------------------------------------------
 

@@ -17,10 +17,16 @@
 //! | `/v2/repository[/{r}]/models/{m}/load`, `.../unload` | POST |
 //! | `/v2/logging` | GET, POST |
 //!
-//! Errors are `{"error":"<message>"}` with the status of the error's code.
-//! Inference is decoded on the event loop, runs on the model's instance
-//! threads, and is encoded and answered from there; repository control
-//! blocks, so it runs on a thread of its own.
+//! `HEAD` is answered wherever `GET` is, as `GET` without the body.
+//!
+//! Errors are `{"error":"<message>"}` with the status of the error's code;
+//! a body over `--http-max-input-size` gets 400 with Triton's wording.
+//! Inference is decoded on the event loop (on a decoding thread when its
+//! JSON is large, see [`HttpService::offload`]), runs on the model's
+//! instance threads, and is encoded and answered from there, compressed
+//! when the client's `Accept-Encoding` asks (inference responses are the
+//! only ones compressed, as in Triton); repository control blocks, so it
+//! runs on a thread of its own.
 
 use std::sync::Arc;
 
@@ -36,9 +42,14 @@ use super::json;
 use super::shm;
 use crate::core::{Error, InferResponse, Result};
 use crate::net::{HttpService, Responder};
-use crate::protocol::http1::{Request, Response};
+use crate::protocol::http1::{Oversized, Request, Response};
 use crate::server::Server;
 use crate::shm::Kind;
+
+/// Requests whose JSON part is larger than this are decoded off the event
+/// loop: parsing it takes about a millisecond per 100 KiB, time the loop's
+/// other connections would wait.
+const OFFLOAD_JSON_ABOVE_BYTES: usize = 64 * 1024;
 
 /// The REST front end of a [`Server`].
 #[derive(Debug, Clone)]
@@ -291,11 +302,35 @@ fn infer_failed(e: &Error) -> Response {
 }
 
 impl HttpService for RestService {
+    /// Off the loop when the JSON to parse is large: the whole body, or
+    /// the part `Inference-Header-Content-Length` names (binary tensors
+    /// after it are not parsed, and a raw body has none).
+    fn offload(&self, request: &Request) -> bool {
+        let json = match request.inference_header_content_length() {
+            Ok(Some(n)) => n,
+            _ => request.body.len(),
+        };
+        json > OFFLOAD_JSON_ABOVE_BYTES
+    }
+
+    fn body_too_large(&self, request: &Request, oversized: &Oversized) -> Response {
+        json_response(
+            400,
+            json::error_body(&too_large_message(request, oversized)),
+        )
+    }
+
     fn handle(&self, mut request: Request, responder: Responder) {
         let path = std::mem::take(&mut request.path);
         let method = std::mem::take(&mut request.method);
-        let method = method.as_str();
         log::debug!("HTTP request: {method} {path}");
+        // The connection drops the body of a HEAD answer and keeps its
+        // Content-Length.
+        let method = if method == "HEAD" {
+            "GET"
+        } else {
+            method.as_str()
+        };
         let get = method == "GET";
         let post = method == "POST";
         let server = &self.server;
@@ -511,8 +546,40 @@ impl RestService {
         self.server.infer_on(
             &model,
             request,
-            Box::new(move |result| responder.respond(infer_response(result, &format))),
+            Box::new(move |result| {
+                let response = infer_response(result, &format);
+                if response.status == 200 {
+                    responder.respond_compressed(response);
+                } else {
+                    responder.respond(response);
+                }
+            }),
         );
+    }
+}
+
+/// Triton's answer to a body over `--http-max-input-size`, worded after
+/// what the body is: compressed, a raw input (`Inference-Header-Content-
+/// Length: 0`), or JSON (with binary tensors after it or not).
+fn too_large_message(request: &Request, oversized: &Oversized) -> String {
+    let Oversized {
+        size,
+        limit,
+        decompressed,
+    } = *oversized;
+    let hint = "Use --http-max-input-size to increase the limit.";
+    if decompressed {
+        return format!(
+            "Decompressed data size exceeds the maximum allowed value of {limit} bytes. {hint}"
+        );
+    }
+    match request.inference_header_content_length() {
+        Ok(Some(0)) => format!(
+            "Raw input has a byte_size ({size} bytes) that exceeds the maximum allowed value of {limit} bytes. {hint}"
+        ),
+        _ => format!(
+            "request JSON size of {size} bytes exceeds the maximum allowed input size of {limit} bytes. {hint}"
+        ),
     }
 }
 
