@@ -243,8 +243,8 @@ fn model_metadata_ready_and_config() {
     assert_eq!(r.json()["inputs"][0]["shape"], json!([4]), "no batch dim");
     assert_eq!(r.json()["versions"], json!(["1"]));
 
-    // A name the repository does not hold is INVALID_ARG in Triton (400);
-    // NOT_FOUND (404) is for a model it holds but has not loaded.
+    // A name with no version ever loaded is INVALID_ARG in Triton (400);
+    // NOT_FOUND (404) is for a model whose versions no longer serve.
     let r = get(t.addr, "/v2/models/nope");
     assert_eq!(r.status, 400);
     assert_eq!(r.error(), "Request for unknown model: 'nope' is not found");

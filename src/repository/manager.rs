@@ -63,6 +63,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 
 use super::config::{self, CONFIG_FILE, ConfigSource};
+use super::overrides::OverrideDir;
 use super::versions;
 use super::warmup::{self, WarmupSample};
 use super::watch::{self, Fingerprint, Verdict};
@@ -289,6 +290,9 @@ struct ModelRecord {
     failure: Option<String>,
     /// The model directory at the last load attempt, for poll mode.
     attempted: Option<Fingerprint>,
+    /// The directory written from `file:` load parameters that the serving
+    /// versions were loaded from; removed when they leave.
+    override_dir: Option<OverrideDir>,
 }
 
 type Models = BTreeMap<String, ModelRecord>;
@@ -598,7 +602,7 @@ impl ModelManager {
             for _ in 0..workers {
                 scope.spawn(|| {
                     while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if self.load_model(name, None).is_err() {
+                        if self.load_model(name, None, None).is_err() {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -642,7 +646,9 @@ impl ModelManager {
             .collect();
         match dirs.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(Error::internal(format!(
+            // Asking for a model the repository lacks is the client's
+            // error (Triton's wording, but 400 where Triton answers 500).
+            [] => Err(Error::invalid_arg(format!(
                 "failed to load '{name}', failed to poll from model repository: no directory '{name}' in any model repository ({})",
                 self.options
                     .repositories
@@ -678,9 +684,51 @@ impl ModelManager {
     /// model configuration that replaces the model's `config.pbtxt` for this
     /// load. Only allowed in mode `explicit`.
     pub fn load(&self, name: &str, config_override: Option<&str>) -> Result<()> {
+        self.load_with_files(name, config_override, &[])
+    }
+
+    /// [`ModelManager::load`] with Triton's model file override: when
+    /// `files` (`file:<path>` parameter names with their contents) is not
+    /// empty, the model loads from a directory holding just those files,
+    /// under the configuration `config_override`, which is then required;
+    /// the model need not be in any repository. That directory is removed
+    /// once the versions loaded from it leave (unload, a later load, a
+    /// failed load, shutdown). Only allowed in mode `explicit`.
+    pub fn load_with_files(
+        &self,
+        name: &str,
+        config_override: Option<&str>,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<()> {
         self.require_explicit()?;
         validate_model_name(name)?;
-        self.load_model(name, config_override)
+        if files.is_empty() {
+            self.load_model(name, config_override, None)?;
+            self.set_override_dir(name, None);
+            return Ok(());
+        }
+        let Some(config_override) = config_override else {
+            return Err(Error::invalid_arg(format!(
+                "failed to load '{name}', failed to poll from model repository: load parameter 'config' must be given with model file overrides (the files replace the model's directory)"
+            )));
+        };
+        let dir = OverrideDir::create(name, files)?;
+        self.load_model(name, Some(config_override), Some(dir.path()))?;
+        self.set_override_dir(name, Some(dir));
+        Ok(())
+    }
+
+    /// Records the override directory the serving versions of `name` came
+    /// from; the one it replaces is removed.
+    fn set_override_dir(&self, name: &str, dir: Option<OverrideDir>) {
+        let old = {
+            let mut models = lock(&self.models);
+            match models.get_mut(name) {
+                Some(record) => std::mem::replace(&mut record.override_dir, dir),
+                None => dir,
+            }
+        };
+        drop(old);
     }
 
     /// Unloads every version of `name`, waiting for queued requests to
@@ -830,6 +878,9 @@ impl ModelManager {
                 })
                 .collect()
         };
+        let override_dir = lock(&self.models)
+            .get_mut(name)
+            .and_then(|r| r.override_dir.take());
         for (version, model) in leaving {
             retire(model);
             info!("successfully unloaded '{name}' version {version}");
@@ -842,6 +893,8 @@ impl ModelManager {
                 slot.reason = UNLOADED_REASON.to_owned();
             }
         }
+        // Only now that no version reads from it.
+        drop(override_dir);
     }
 
     /// Loads the composing models of `name`, if its configuration is an
@@ -887,7 +940,7 @@ impl ModelManager {
             } else if self.ready(model, None) {
                 continue;
             } else {
-                match self.try_load(model, None, &chain) {
+                match self.try_load(model, None, None, &chain) {
                     Ok(()) => continue,
                     Err(e) => Error::new(
                         e.code(),
@@ -1030,17 +1083,33 @@ impl ModelManager {
     }
 
     /// Loads or reloads `name` with no control-mode check; logs a failure.
-    fn load_model(&self, name: &str, config_override: Option<&str>) -> Result<()> {
-        self.try_load(name, config_override, &[])
+    fn load_model(
+        &self,
+        name: &str,
+        config_override: Option<&str>,
+        dir: Option<&Path>,
+    ) -> Result<()> {
+        self.try_load(name, config_override, dir, &[])
             .inspect_err(|e| error!("{}", e.message()))
     }
 
     /// Loads `name`; `chain` lists the ensembles whose loads led here
     /// (see [`ModelManager::load_composing`]).
-    fn try_load(&self, name: &str, config_override: Option<&str>, chain: &[&str]) -> Result<()> {
+    /// `dir` is the model's directory when it is not in the repository
+    /// (written from override files).
+    fn try_load(
+        &self,
+        name: &str,
+        config_override: Option<&str>,
+        dir: Option<&Path>,
+        chain: &[&str],
+    ) -> Result<()> {
         // A name with no directory leaves no trace: asking for a model that
         // does not exist must not grow the tables or affect readiness.
-        let dir = self.locate(name)?;
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => self.locate(name)?,
+        };
         self.load_composing(name, &dir, config_override, chain)?;
         let model_lock = self.model_lock(name);
         let _held = lock(&model_lock);
@@ -1282,15 +1351,13 @@ impl ModelManager {
     pub fn get(&self, name: &str, version: Option<i64>) -> Result<Arc<LoadedModel>> {
         let models = lock(&self.models);
         lookup(&models, name, version, 0).unwrap_or_else(|| {
-            // Triton answers NOT_FOUND for a model its repository holds
-            // but has not loaded, and INVALID_ARG for a name it does not
-            // know at all; clients see 404 and 400.
-            let message = format!("Request for unknown model: '{name}' is not found");
-            if self.locate(name).is_ok() {
-                Err(Error::not_found(message))
-            } else {
-                Err(Error::invalid_arg(message))
-            }
+            // As Triton: a name the manager never had a version of is the
+            // client's mistake (INVALID_ARG, 400), whether or not the
+            // repository holds it; a model that had versions and has none
+            // serving now is NOT_FOUND (404, "has no available versions").
+            Err(Error::invalid_arg(format!(
+                "Request for unknown model: '{name}' is not found"
+            )))
         })
     }
 
@@ -1350,8 +1417,17 @@ impl ModelManager {
     /// was never loaded or failed before any version was tried). With
     /// `ready_only`, only READY versions.
     pub fn index(&self, ready_only: bool) -> Result<Vec<IndexEntry>> {
-        let present = self.repository_models()?;
+        let mut present = self.repository_models()?;
         let models = lock(&self.models);
+        // Models loaded from override files are listed too, wherever they
+        // are in the repositories or not.
+        for (name, record) in models.iter() {
+            if let Some(dir) = &record.override_dir {
+                present
+                    .entry(name.clone())
+                    .or_insert_with(|| vec![dir.path().to_path_buf()]);
+            }
+        }
         let mut index = Vec::new();
         for (name, dirs) in present {
             let row = |version: Option<String>, state: &str, reason: &str| IndexEntry {
@@ -1667,7 +1743,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         assert_eq!(
             (err.code(), err.message()),
             (
-                Code::NotFound,
+                Code::InvalidArg,
                 "Request for unknown model: 'simple' is not found"
             )
         );
@@ -1740,7 +1816,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         repo.echo("simple");
         let manager = repo.manager(ControlMode::Explicit, &[]);
         let err = manager.load("missing", None).unwrap_err();
-        assert_eq!(err.code(), Code::Internal);
+        assert_eq!(err.code(), Code::InvalidArg);
         assert!(
             err.message()
                 .starts_with("failed to load 'missing', failed to poll from model repository: no directory 'missing'"),

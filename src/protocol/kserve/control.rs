@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::decode::parse_leading_int;
 use super::json;
+use super::shm::base64_decode;
 use crate::core::{Code, Error, Result};
 use crate::logging::LogSettings;
 use crate::repository::IndexEntry;
@@ -28,11 +29,11 @@ fn internal(message: impl Into<String>) -> Error {
     Error::new(Code::Internal, message)
 }
 
-/// Parses a control request body; a malformed one is refused as Triton
-/// refuses it.
+/// Parses a control request body. A malformed one is refused with
+/// Triton's message, as the client's error (400; Triton answers 500).
 pub fn parse_body(body: &[u8]) -> Result<Value> {
     serde_json::from_slice(body)
-        .map_err(|e| internal(format!("failed to parse the request JSON buffer: {e}")))
+        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))
 }
 
 /// `{"name":...,"version":...,"extensions":[...]}`.
@@ -141,34 +142,48 @@ pub fn repository_index(entries: &[IndexEntry]) -> Vec<u8> {
     out
 }
 
-/// Reads a load request: an empty body, or `{"parameters":{"config":"<json>"}}`.
-/// Returns the configuration override, if any.
-pub fn parse_load_request(body: &[u8]) -> Result<Option<String>> {
+/// What a load request asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LoadRequest {
+    /// The configuration override (`parameters.config`, JSON text).
+    pub config: Option<String>,
+    /// Model file overrides: each `file:<path>` parameter with its content,
+    /// decoded from base64, in the order sent.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads a load request: an empty body, or `{"parameters":{...}}` with
+/// `config` (a JSON model configuration as a string) and `file:<path>`
+/// members (base64 file contents).
+pub fn parse_load_request(body: &[u8]) -> Result<LoadRequest> {
+    let mut request = LoadRequest::default();
     if body.is_empty() {
-        return Ok(None);
+        return Ok(request);
     }
     let Some(params) = parse_body(body)?.get_mut("parameters").map(Value::take) else {
-        return Ok(None);
+        return Ok(request);
     };
     let Value::Object(params) = params else {
         return Err(internal(NON_OBJECT_MEMBERS));
     };
-    let mut config = None;
     for (key, value) in params {
         let Value::String(value) = value else {
             return Err(internal(NON_STRING));
         };
         if key == "config" {
-            config = Some(value);
-        } else if key.starts_with("file:") {
-            return Err(Error::unsupported(format!(
-                "load parameter '{key}': model file overrides are not supported by this server; put the files in the model repository"
-            )));
+            request.config = Some(value);
+        } else if key.starts_with(crate::repository::overrides::FILE_PREFIX) {
+            let content = base64_decode(&value).ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "load parameter '{key}': the value is not valid base64"
+                ))
+            })?;
+            request.files.push((key, content));
         } else {
             return Err(internal("unexpected error on creating Triton parameter"));
         }
     }
-    Ok(config)
+    Ok(request)
 }
 
 /// Reads an unload request: an empty body, or
@@ -455,15 +470,39 @@ mod tests {
 
     #[test]
     fn load_and_unload_bodies() {
-        assert_eq!(parse_load_request(b"").unwrap(), None);
+        assert_eq!(parse_load_request(b"").unwrap(), LoadRequest::default());
         assert_eq!(
-            parse_load_request(br#"{"parameters":{"config":"{\"max_batch_size\":2}"}}"#).unwrap(),
+            parse_load_request(br#"{"parameters":{"config":"{\"max_batch_size\":2}"}}"#)
+                .unwrap()
+                .config,
             Some(r#"{"max_batch_size":2}"#.to_owned())
         );
         let e = parse_load_request(br#"{"parameters":{"config":{}}}"#).unwrap_err();
         assert_eq!((e.code(), e.message()), (Code::Internal, NON_STRING));
-        let e = parse_load_request(br#"{"parameters":{"file:1/m.onnx":"AA=="}}"#).unwrap_err();
-        assert_eq!(e.code(), Code::Unsupported);
+        let files = parse_load_request(
+            br#"{"parameters":{"config":"{}","file:1/m.onnx":"AAE=","file:labels.txt":"YQo="}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            files,
+            LoadRequest {
+                config: Some("{}".to_owned()),
+                files: vec![
+                    ("file:1/m.onnx".to_owned(), vec![0, 1]),
+                    ("file:labels.txt".to_owned(), b"a\n".to_vec()),
+                ],
+            }
+        );
+        let e = parse_load_request(br#"{"parameters":{"file:1/m.onnx":"A*=="}}"#).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArg);
+        assert!(e.message().contains("'file:1/m.onnx'"), "{}", e.message());
+        // A malformed body is the client's error.
+        let e = parse_index_request(b"{\"ready\":").unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArg);
+        assert!(
+            e.message()
+                .starts_with("failed to parse the request JSON buffer")
+        );
         assert!(parse_unload_request(br#"{"parameters":{"unload_dependents":true}}"#).unwrap());
         assert_eq!(
             parse_unload_request(br#"{"parameters":{"unload_dependents":1}}"#)
