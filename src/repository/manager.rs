@@ -1871,6 +1871,79 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
     }
 
     #[test]
+    fn file_overrides_load_from_their_own_directory_until_replaced() {
+        let repo = Repo::new("file-override");
+        repo.echo("simple");
+        let manager = repo.manager(ControlMode::Explicit, &[]);
+        manager.load("simple", None).unwrap();
+        let config = r#"{"backend":"echo","max_batch_size":2,
+            "input":[{"name":"IN","data_type":"TYPE_FP32","dims":[-1]}],
+            "output":[{"name":"OUT","data_type":"TYPE_FP32","dims":[-1]}]}"#;
+        let files = vec![("file:3/weights.bin".to_owned(), vec![7u8; 3])];
+
+        // Without `config` the files are refused and the model keeps serving.
+        let e = manager.load_with_files("simple", None, &files).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArg);
+        assert!(
+            e.message()
+                .starts_with("failed to load 'simple', failed to poll from model repository"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(manager.get("simple", None).unwrap().version, 1);
+
+        // With it, versions come from the files: version 3 replaces 1.
+        manager
+            .load_with_files("simple", Some(config), &files)
+            .unwrap();
+        let model = manager.get("simple", None).unwrap();
+        assert_eq!((model.version, model.config.max_batch_size), (3, 2));
+        let dir = model.model_path.clone();
+        assert_ne!(dir, repo.root.join("simple"));
+        assert_eq!(fs::read(dir.join("3/weights.bin")).unwrap(), vec![7u8; 3]);
+        assert!(manager.get("simple", Some(1)).is_err());
+        drop(model);
+
+        // A failed override load removes its own files and keeps serving.
+        let e = manager
+            .load_with_files("simple", Some(r#"{"backend":"nope"}"#), &files)
+            .unwrap_err();
+        assert!(e.message().contains("nope"), "{}", e.message());
+        assert_eq!(manager.get("simple", None).unwrap().version, 3);
+        assert!(dir.is_dir());
+
+        // A load without files goes back to the repository and removes the
+        // override directory.
+        manager.load("simple", None).unwrap();
+        assert_eq!(manager.get("simple", None).unwrap().version, 1);
+        assert!(!dir.exists());
+
+        // A model no repository holds loads from files alone, shows in the
+        // index, and its files go when it is unloaded.
+        manager
+            .load_with_files("fresh", Some(config), &files)
+            .unwrap();
+        let fresh = manager.get("fresh", None).unwrap().model_path.clone();
+        assert!(
+            manager
+                .index(true)
+                .unwrap()
+                .contains(&entry("fresh", Some("3"), "READY", ""))
+        );
+        manager.unload("fresh", false).unwrap();
+        assert!(!fresh.exists());
+        assert!(matches!(manager.get("fresh", None), Err(e) if e.code() == Code::NotFound));
+
+        // Shutdown removes what is left.
+        manager
+            .load_with_files("fresh", Some(config), &files)
+            .unwrap();
+        let fresh = manager.get("fresh", None).unwrap().model_path.clone();
+        manager.shutdown();
+        assert!(!fresh.exists());
+    }
+
+    #[test]
     fn override_reload_and_failed_reload_keeps_serving() {
         let repo = Repo::new("reload");
         repo.echo("simple");
