@@ -3,7 +3,9 @@
 //! logging and trace settings. Writers produce the bodies Triton sends
 //! (same keys, same order, same value types: trace values are strings,
 //! versions are strings); readers accept the bodies Triton accepts and
-//! refuse the rest with Triton's wording and codes.
+//! refuse the rest with Triton's wording. Faults in a repository request
+//! (index, load, unload) are the client's: 400, where Triton answers some
+//! with 500; the settings bodies keep Triton's codes.
 
 use serde_json::Value;
 
@@ -164,11 +166,11 @@ pub fn parse_load_request(body: &[u8]) -> Result<LoadRequest> {
         return Ok(request);
     };
     let Value::Object(params) = params else {
-        return Err(internal(NON_OBJECT_MEMBERS));
+        return Err(Error::invalid_arg(NON_OBJECT_MEMBERS));
     };
     for (key, value) in params {
         let Value::String(value) = value else {
-            return Err(internal(NON_STRING));
+            return Err(Error::invalid_arg(NON_STRING));
         };
         if key == "config" {
             request.config = Some(value);
@@ -180,7 +182,9 @@ pub fn parse_load_request(body: &[u8]) -> Result<LoadRequest> {
             })?;
             request.files.push((key, content));
         } else {
-            return Err(internal("unexpected error on creating Triton parameter"));
+            return Err(Error::invalid_arg(format!(
+                "unexpected error on creating Triton parameter: load parameter '{key}' is neither 'config' nor 'file:<path>'"
+            )));
         }
     }
     Ok(request)
@@ -198,7 +202,7 @@ pub fn parse_unload_request(body: &[u8]) -> Result<bool> {
     {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(internal(format!(
+        Some(_) => Err(Error::invalid_arg(format!(
             "Unable to parse 'unload_dependents': {NON_BOOL}"
         ))),
     }
@@ -478,7 +482,7 @@ mod tests {
             Some(r#"{"max_batch_size":2}"#.to_owned())
         );
         let e = parse_load_request(br#"{"parameters":{"config":{}}}"#).unwrap_err();
-        assert_eq!((e.code(), e.message()), (Code::Internal, NON_STRING));
+        assert_eq!((e.code(), e.message()), (Code::InvalidArg, NON_STRING));
         let files = parse_load_request(
             br#"{"parameters":{"config":"{}","file:1/m.onnx":"AAE=","file:labels.txt":"YQo="}}"#,
         )
