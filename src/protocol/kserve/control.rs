@@ -100,18 +100,105 @@ pub fn model_metadata(m: &ModelMetadata) -> Vec<u8> {
     out
 }
 
-/// Reads a repository index request: an empty body, or `{"ready":bool}`.
+const READY_NOT_BOOL: &str = "Invalid value for 'ready': expected a boolean";
+
+/// Reads a repository index request: an empty body, or `{"ready":bool}`;
+/// other members, and a body that is not an object, are ignored, as
+/// Triton ignores them. Values are skipped without recursion (serde_json's
+/// skipping is iterative), so a value nested far deeper than a recursive
+/// parser allows is read as Triton reads it: a `ready` that is not a
+/// boolean is refused at once, whatever is inside it.
 pub fn parse_index_request(body: &[u8]) -> Result<bool> {
+    use serde::Deserialize as _;
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::cell::Cell;
+    use std::fmt;
+
     if body.is_empty() {
         return Ok(false);
     }
-    match parse_body(body)?.get("ready") {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(Error::invalid_arg(
-            "Invalid value for 'ready': expected a boolean",
-        )),
+
+    /// The `ready` member: a boolean, or the refusal (noted in the flag, so
+    /// it is told apart from a syntax error).
+    struct Ready<'a>(&'a Cell<bool>);
+    impl<'de> DeserializeSeed<'de> for Ready<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
     }
+    impl<'de> Visitor<'de> for Ready<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a boolean")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<bool, E> {
+            self.0.set(true);
+            Err(E::custom(READY_NOT_BOOL))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<bool, E> {
+            self.visit_i64(v as i64)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<bool, E> {
+            self.visit_i64(0)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<bool, E> {
+            self.visit_i64(0)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<bool, E> {
+            self.visit_i64(0)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            _: A,
+        ) -> std::result::Result<bool, A::Error> {
+            self.visit_i64(0)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> std::result::Result<bool, A::Error> {
+            self.visit_i64(0)
+        }
+    }
+
+    /// The body: `ready` from an object (the first one wins, as with
+    /// Triton's member lookup); anything else is skipped.
+    struct Body<'a>(&'a Cell<bool>);
+    impl<'de> Visitor<'de> for Body<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an index request object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<bool, A::Error> {
+            let mut ready = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "ready" && ready.is_none() {
+                    ready = Some(map.next_value_seed(Ready(self.0))?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(ready.unwrap_or(false))
+        }
+    }
+
+    let refused = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let parsed = if first == Some(&b'{') {
+        de.deserialize_map(Body(&refused))
+    } else {
+        IgnoredAny::deserialize(&mut de).map(|_| false)
+    }
+    .and_then(|ready| de.end().map(|()| ready));
+    parsed.map_err(|e| {
+        if refused.get() {
+            Error::invalid_arg(READY_NOT_BOOL)
+        } else {
+            Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))
+        }
+    })
 }
 
 /// The index as an array of `{"name","version","state","reason"}`; a model
@@ -469,6 +556,28 @@ mod tests {
                 .unwrap_err()
                 .message(),
             "Invalid value for 'ready': expected a boolean"
+        );
+        // Other members and non-object bodies are ignored, however deep.
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(250_000), "]".repeat(250_000));
+        let body = format!(r#"{{"other":{},"ready":true}}"#, deep("1"));
+        assert!(parse_index_request(body.as_bytes()).unwrap());
+        assert!(!parse_index_request(deep("true").as_bytes()).unwrap());
+        assert!(parse_index_request(br#"{"ready":true,"ready":"x"}"#).unwrap());
+        // A deeply nested `ready` is refused as not a boolean (Triton's
+        // test_repository_index_deeply_nested_json).
+        let body = format!(r#"{{"ready":{}}}"#, deep("true"));
+        let e = parse_index_request(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                Code::InvalidArg,
+                "Invalid value for 'ready': expected a boolean"
+            )
+        );
+        let e = parse_index_request(br#"{"ready":true"#).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("failed to parse the request JSON buffer")
         );
     }
 
