@@ -9,7 +9,9 @@ with tritonclient (HTTP and gRPC) and raw HTTP:
 * a name never loaded is 400 / INVALID_ARGUMENT, an unloaded model
   404 / NOT_FOUND, loading a model no repository holds 400;
 * `load` with `file:` parameters loads from a private temporary directory
-  that goes away with the model, with Triton's limits on the paths.
+  that goes away with the model, with Triton's limits on the paths (an
+  ONNX model among them, with the ONNX Runtime library test_onnx.py's
+  fixture fetches).
 """
 
 import base64
@@ -24,6 +26,8 @@ import rawhttp
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from conftest import NereidServer
+from onnx import TensorProto, helper
+from test_onnx import library, save_model, tensor  # noqa: F401  (library is a fixture)
 from tritonclient.utils import InferenceServerException
 
 
@@ -360,5 +364,36 @@ def test_config_syntax_error_has_line_and_column(explicit_repository):
             c.load_model("broken")
         assert "cannot parse protobuf text format at line 3, column 17" in e.value.message()
         c.close()
+    finally:
+        s.stop()
+
+
+def test_onnx_model_from_file_overrides(library, tmp_path):
+    # Triton's L0_lifecycle test_file_override: an ONNX model sent as
+    # `file:1/model.onnx` beside a minimal config, served from the files.
+    save_model(
+        tmp_path,
+        [helper.make_node("Neg", ["INPUT0"], ["OUTPUT0"])],
+        [tensor("INPUT0", TensorProto.FLOAT, [1, 4])],
+        [tensor("OUTPUT0", TensorProto.FLOAT, [1, 4])],
+    )
+    content = (tmp_path / "1" / "model.onnx").read_bytes()
+    repository = tmp_path / "empty_repository"
+    repository.mkdir()
+    s = NereidServer(["--model-control-mode=explicit", "--onnxruntime-library", library],
+                     repository=repository, name="nereid-onnx-files").start(
+                         ready_path="/v2/health/live")
+    try:
+        for module, target in ((httpclient, s.url), (grpcclient, s.grpc_url)):
+            c = module.InferenceServerClient(target)
+            c.load_model("negate", config=json.dumps({"backend": "onnxruntime"}),
+                         files={"file:1/model.onnx": content})
+            x = np.arange(4, dtype=np.float32).reshape(1, 4)
+            i = module.InferInput("INPUT0", [1, 4], "FP32")
+            i.set_data_from_numpy(x)
+            assert c.infer("negate", [i]).as_numpy("OUTPUT0").tolist() == (-x).tolist()
+            c.unload_model("negate")
+            c.close()
+        assert not override_dirs(s)
     finally:
         s.stop()
