@@ -707,12 +707,15 @@ impl ModelManager {
             self.set_override_dir(name, None);
             return Ok(());
         }
+        // Logged as failed loads are (load_model logs the rest).
         let Some(config_override) = config_override else {
-            return Err(Error::invalid_arg(format!(
+            let e = Error::invalid_arg(format!(
                 "failed to load '{name}', failed to poll from model repository: load parameter 'config' must be given with model file overrides (the files replace the model's directory)"
-            )));
+            ));
+            error!("{}", e.message());
+            return Err(e);
         };
-        let dir = OverrideDir::create(name, files)?;
+        let dir = OverrideDir::create(name, files).inspect_err(|e| error!("{}", e.message()))?;
         self.load_model(name, Some(config_override), Some(dir.path()))?;
         self.set_override_dir(name, Some(dir));
         Ok(())
