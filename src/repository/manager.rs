@@ -33,6 +33,17 @@
 //! their `reason` (cleared by the next successful load). Strict readiness
 //! counts such a model as ready: it serves.
 //!
+//! An explicit load may bring the model's files itself
+//! ([`ModelManager::load_with_files`], Triton's `file:` load parameters):
+//! they are written to a directory of their own ([`super::overrides`]) that
+//! the model loads from in place of its repository directory, so the model
+//! need not be in any repository. That directory lives as long as the
+//! versions loaded from it: a later load, an unload or shutdown removes it.
+//!
+//! Lookups of a name the manager never had a version of answer
+//! INVALID_ARG ("is not found"), as Triton's do; a model whose versions
+//! no longer serve answers NOT_FOUND ("has no available versions").
+//!
 //! In mode `poll`, [`ModelManager::poll`] compares each model directory
 //! with its last load attempt through [`super::watch`]'s debounce rule:
 //! new models load, changed ones reload, removed ones unload. A failed
@@ -1422,8 +1433,8 @@ impl ModelManager {
     pub fn index(&self, ready_only: bool) -> Result<Vec<IndexEntry>> {
         let mut present = self.repository_models()?;
         let models = lock(&self.models);
-        // Models loaded from override files are listed too, wherever they
-        // are in the repositories or not.
+        // Models serving from override files are listed too, including
+        // those no repository holds.
         for (name, record) in models.iter() {
             if let Some(dir) = &record.override_dir {
                 present

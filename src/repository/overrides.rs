@@ -35,8 +35,8 @@ pub struct OverrideDir {
 impl OverrideDir {
     /// Writes `files` (parameter name with its [`FILE_PREFIX`], content)
     /// into a new directory for model `name`. The messages begin as
-    /// Triton's for a failed load ("failed to load '<name>', failed to poll
-    /// from model repository"), which clients match on.
+    /// Triton's for a failed load (`failed to load '<name>', failed to poll
+    /// from model repository`), which clients match on.
     pub fn create(name: &str, files: &[(String, Vec<u8>)]) -> Result<OverrideDir> {
         let fail = |e: Error| {
             Error::new(
