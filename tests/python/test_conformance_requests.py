@@ -397,3 +397,17 @@ def test_onnx_model_from_file_overrides(library, tmp_path):
         assert not override_dirs(s)
     finally:
         s.stop()
+
+
+def test_file_override_removed_at_shutdown(explicit_repository):
+    s = NereidServer(["--model-control-mode=explicit"], repository=explicit_repository,
+                     name="nereid-override-shutdown").start(ready_path="/v2/health/live")
+    try:
+        c = httpclient.InferenceServerClient(s.url)
+        c.load_model("from_files", config=IDENTITY_CONFIG, files={"file:1/notes.txt": b"hi"})
+        c.close()
+        assert len(override_dirs(s)) == 1
+        dirs = override_dirs(s)
+    finally:
+        assert s.stop() == 0
+    assert not any(d.exists() for d in dirs)
