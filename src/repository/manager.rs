@@ -714,9 +714,7 @@ impl ModelManager {
         self.require_explicit()?;
         validate_model_name(name)?;
         if files.is_empty() {
-            self.load_model(name, config_override, None)?;
-            self.set_override_dir(name, None);
-            return Ok(());
+            return self.load_model(name, config_override, None);
         }
         // Logged as failed loads are (load_model logs the rest).
         let Some(config_override) = config_override else {
@@ -727,22 +725,7 @@ impl ModelManager {
             return Err(e);
         };
         let dir = OverrideDir::create(name, files).inspect_err(|e| error!("{}", e.message()))?;
-        self.load_model(name, Some(config_override), Some(dir.path()))?;
-        self.set_override_dir(name, Some(dir));
-        Ok(())
-    }
-
-    /// Records the override directory the serving versions of `name` came
-    /// from; the one it replaces is removed.
-    fn set_override_dir(&self, name: &str, dir: Option<OverrideDir>) {
-        let old = {
-            let mut models = lock(&self.models);
-            match models.get_mut(name) {
-                Some(record) => std::mem::replace(&mut record.override_dir, dir),
-                None => dir,
-            }
-        };
-        drop(old);
+        self.load_model(name, Some(config_override), Some(dir))
     }
 
     /// Unloads every version of `name`, waiting for queued requests to
@@ -1101,27 +1084,29 @@ impl ModelManager {
         &self,
         name: &str,
         config_override: Option<&str>,
-        dir: Option<&Path>,
+        files: Option<OverrideDir>,
     ) -> Result<()> {
-        self.try_load(name, config_override, dir, &[])
+        self.try_load(name, config_override, files, &[])
             .inspect_err(|e| error!("{}", e.message()))
     }
 
     /// Loads `name`; `chain` lists the ensembles whose loads led here
-    /// (see [`ModelManager::load_composing`]).
-    /// `dir` is the model's directory when it is not in the repository
-    /// (written from override files).
+    /// (see [`ModelManager::load_composing`]). With `override_files` (a
+    /// directory written from a load request's files) the model loads from
+    /// that directory instead of its repository's; once the new versions
+    /// serve, the record keeps it (and drops the one it replaces). A
+    /// failed load drops it, which removes it.
     fn try_load(
         &self,
         name: &str,
         config_override: Option<&str>,
-        dir: Option<&Path>,
+        override_files: Option<OverrideDir>,
         chain: &[&str],
     ) -> Result<()> {
         // A name with no directory leaves no trace: asking for a model that
         // does not exist must not grow the tables or affect readiness.
-        let dir = match dir {
-            Some(d) => d.to_path_buf(),
+        let dir = match &override_files {
+            Some(d) => d.path().to_path_buf(),
             None => self.locate(name)?,
         };
         self.load_composing(name, &dir, config_override, chain)?;
@@ -1252,7 +1237,7 @@ impl ModelManager {
                 .iter()
                 .map(|&v| (v, files.for_version(v, &present)))
                 .collect();
-            self.commit(name, outcomes, files);
+            self.commit(name, outcomes, files, override_files);
             Ok(())
         } else {
             let e = Error::invalid_arg(format!("load failed for model '{name}': {failed}"));
@@ -1269,9 +1254,10 @@ impl ModelManager {
         name: &str,
         outcomes: Vec<(i64, VersionOutcome)>,
         files: Vec<(i64, Fingerprint)>,
+        override_files: Option<OverrideDir>,
     ) {
         let mut retired: Vec<(i64, Arc<LoadedModel>, bool)> = Vec::new();
-        {
+        let replaced_files = {
             let mut models = lock(&self.models);
             let record = models.entry(name.to_owned()).or_default();
             for (version, outcome) in outcomes {
@@ -1305,7 +1291,10 @@ impl ModelManager {
                     }
                 }
             }
-        }
+            // The serving versions now come from `override_files` (or from
+            // the repository): what the old ones came from goes with them.
+            std::mem::replace(&mut record.override_dir, override_files)
+        };
         for (version, old, removed) in retired {
             retire(old);
             if removed {
@@ -1320,6 +1309,7 @@ impl ModelManager {
                 }
             }
         }
+        drop(replaced_files);
     }
 
     /// Drops the versions a failed load started. Versions that were serving
