@@ -19,7 +19,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import grpc  # noqa: F401  (tritonclient.grpc needs it; imported for a clear error)
 import numpy as np
 import pytest
 import rawhttp
