@@ -17,6 +17,7 @@ use nereid::core::proto::grpc::health::v1::{
 };
 use nereid::core::proto::inference::infer_parameter::ParameterChoice;
 use nereid::core::proto::inference::model_infer_request::InferInputTensor;
+use nereid::core::proto::inference::model_repository_parameter::ParameterChoice as RepoParam;
 use nereid::core::proto::inference::*;
 use nereid::net::{GrpcServer, GrpcServerConfig, GrpcServerHandle, TlsConfig};
 use nereid::protocol::grpc::{GrpcConfig, GrpcService};
@@ -651,7 +652,87 @@ async fn repository_index_load_and_unload() {
     )
     .await
     .unwrap_err();
-    assert_ne!(err.code(), Code::Ok);
+    // A model no repository holds is the client's mistake, as a name never
+    // loaded is for the other calls.
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("failed to load 'no_such_model', failed to poll from model repository"),
+        "{err:?}"
+    );
+    let err = rpc::<_, ModelReadyResponse>(
+        &mut c,
+        "ModelReady",
+        ModelReadyRequest {
+            name: "no_such_model".to_owned(),
+            version: String::new(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::InvalidArgument,
+            "Request for unknown model: 'no_such_model' is not found"
+        )
+    );
+
+    // Model file overrides arrive as bytes parameters.
+    let config = r#"{"backend":"identity","max_batch_size":0,
+        "input":[{"name":"INPUT0","data_type":"TYPE_INT32","dims":[2]}],
+        "output":[{"name":"OUTPUT0","data_type":"TYPE_INT32","dims":[2]}]}"#;
+    let parameter = |choice| ModelRepositoryParameter {
+        parameter_choice: Some(choice),
+    };
+    let _: RepositoryModelLoadResponse = rpc(
+        &mut c,
+        "RepositoryModelLoad",
+        RepositoryModelLoadRequest {
+            model_name: "from_files".to_owned(),
+            parameters: [
+                (
+                    "config".to_owned(),
+                    parameter(RepoParam::StringParam(config.to_owned())),
+                ),
+                (
+                    "file:1/notes.txt".to_owned(),
+                    parameter(RepoParam::BytesParam(b"hello".to_vec())),
+                ),
+            ]
+            .into(),
+            ..RepositoryModelLoadRequest::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ready: ModelReadyResponse = rpc(
+        &mut c,
+        "ModelReady",
+        ModelReadyRequest {
+            name: "from_files".to_owned(),
+            version: "1".to_owned(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(ready.ready);
+    let err = rpc::<_, RepositoryModelLoadResponse>(
+        &mut c,
+        "RepositoryModelLoad",
+        RepositoryModelLoadRequest {
+            model_name: "from_files".to_owned(),
+            parameters: [(
+                "file:../escape".to_owned(),
+                parameter(RepoParam::BytesParam(b"x".to_vec())),
+            )]
+            .into(),
+            ..RepositoryModelLoadRequest::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     let _: RepositoryModelUnloadResponse = rpc(
         &mut c,

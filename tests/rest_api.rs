@@ -268,8 +268,8 @@ fn model_metadata_ready_and_config() {
     assert_eq!(r.json()["inputs"][0]["shape"], json!([4]), "no batch dim");
     assert_eq!(r.json()["versions"], json!(["1"]));
 
-    // A name the repository does not hold is INVALID_ARG in Triton (400);
-    // NOT_FOUND (404) is for a model it holds but has not loaded.
+    // A name with no version ever loaded is INVALID_ARG in Triton (400);
+    // NOT_FOUND (404) is for a model whose versions no longer serve.
     let r = get(t.addr, "/v2/models/nope");
     assert_eq!(r.status, 400);
     assert_eq!(r.error(), "Request for unknown model: 'nope' is not found");
@@ -559,13 +559,13 @@ fn infer_errors() {
         (405, "Method Not Allowed".to_owned())
     );
 
-    // Triton's element-count messages (and its 500).
+    // Triton's element-count messages (with 400 where Triton answers 500).
     let bad = json!({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": (1..16).collect::<Vec<i32>>()}]});
     let r = post_json(t.addr, "/v2/models/simple/infer", &bad);
     assert_eq!(
         (r.status, r.error()),
         (
-            500,
+            400,
             "Failed to parse 'data' field: shape does not match true shape".to_owned()
         )
     );
@@ -576,7 +576,7 @@ fn infer_errors() {
         br#"{"error":"Unable to parse 'data': Shape does not match true shape of 'data' field"}"#
     );
     let r = send(t.addr, "POST", "/v2/models/simple/infer", &[], b"{not json");
-    assert_eq!(r.status, 500);
+    assert_eq!(r.status, 400);
     assert!(
         r.error()
             .starts_with("failed to parse the request JSON buffer")
@@ -709,7 +709,7 @@ fn repository_index_load_unload() {
     assert_eq!(
         (r.status, r.error()),
         (
-            500,
+            400,
             "attempt to access JSON non-string as string".to_owned()
         )
     );
@@ -720,7 +720,98 @@ fn repository_index_load_unload() {
         &[],
         b"",
     );
-    assert_ne!(r.status, 200);
+    // The client's mistake (Triton's wording; Triton itself answers 500).
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error()
+            .starts_with("failed to load 'no_such_model', failed to poll from model repository"),
+        "{}",
+        r.error()
+    );
+    // A malformed repository request body is the client's error too.
+    let r = send(t.addr, "POST", "/v2/repository/index", &[], b"{\"ready\":");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error()
+            .starts_with("failed to parse the request JSON buffer")
+    );
+
+    // Loading from files sent in the request (base64 in `file:` parameters):
+    // a model no repository holds, served from those files, then unloaded.
+    let config = json!({"backend": "identity", "max_batch_size": 0,
+        "input": [{"name": "INPUT0", "data_type": "TYPE_INT32", "dims": [2]}],
+        "output": [{"name": "OUTPUT0", "data_type": "TYPE_INT32", "dims": [2]}]});
+    let load_files = |model: &str, params: Value| {
+        post_json(
+            t.addr,
+            &format!("/v2/repository/models/{model}/load"),
+            &json!({ "parameters": params }),
+        )
+    };
+    let r = load_files(
+        "from_files",
+        json!({"config": config.to_string(), "file:1/notes.txt": "aGVsbG8="}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = post_json(
+        t.addr,
+        "/v2/models/from_files/infer",
+        &json!({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [2], "data": [5, 6]}]}),
+    );
+    assert_eq!(r.json()["outputs"][0]["data"], json!([5, 6]));
+    let index = post_json(t.addr, "/v2/repository/index", &json!({"ready": true})).json();
+    assert!(
+        index
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "from_files" && e["state"] == "READY"),
+        "{index}"
+    );
+    let r = send(
+        t.addr,
+        "POST",
+        "/v2/repository/models/from_files/unload",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(get(t.addr, "/v2/models/from_files/ready").status, 404);
+    // Triton's limits: `config` is required, paths stay inside the model
+    // directory, a path component fits a file name (Triton's test pins
+    // 500 for that one), and the content is base64.
+    for (params, status, fragment) in [
+        (
+            json!({"file:1/notes.txt": "aGVsbG8="}),
+            400,
+            "load parameter 'config' must be given",
+        ),
+        (
+            json!({"config": config.to_string(), "file:../../etc/x": "aGVsbG8="}),
+            400,
+            "outside the model directory",
+        ),
+        (
+            json!({"config": config.to_string(), "file:/etc/x": "aGVsbG8="}),
+            400,
+            "outside the model directory",
+        ),
+        (
+            json!({"config": "{}", (format!("file:{}", "A".repeat(256))): "YQ=="}),
+            500,
+            "longer than the 255 bytes",
+        ),
+        (
+            json!({"config": "{}", "file:1/model.onnx": "not base64!"}),
+            400,
+            "not valid base64",
+        ),
+    ] {
+        let r = load_files("from_files", params);
+        assert_eq!(r.status, status, "{}", r.error());
+        assert!(r.error().contains(fragment), "{}", r.error());
+    }
+    assert_eq!(get(t.addr, "/v2/health/ready").status, 200);
     let r = send(
         t.addr,
         "POST",

@@ -76,12 +76,56 @@ impl ConfigSource {
 /// or validated. This is the entry point the `config.pbtxt` fuzz target
 /// drives.
 pub fn parse_config_text(text: &str) -> Result<ModelConfig> {
-    let text = colons_before_lists(text);
-    let message = DynamicMessage::parse_text_format(model_config_descriptor(), &text)
-        .map_err(|e| Error::invalid_arg(format!("cannot parse protobuf text format: {e}")))?;
+    let parsed = colons_before_lists(text);
+    let message =
+        DynamicMessage::parse_text_format(model_config_descriptor(), &parsed).map_err(|e| {
+            let at = error_offset(&e)
+                .map(|offset| {
+                    let (line, column) = line_column(text, original_offset(text, &parsed, offset));
+                    format!(" at line {line}, column {column}")
+                })
+                .unwrap_or_default();
+            Error::invalid_arg(format!("cannot parse protobuf text format{at}: {e}"))
+        })?;
     message
         .transcode_to::<ModelConfig>()
         .map_err(|e| Error::internal(format!("cannot convert the parsed configuration: {e}")))
+}
+
+/// Where in the parsed text a text-format error was found (the start of the
+/// first span the parser labels).
+fn error_offset(e: &prost_reflect::text_format::ParseError) -> Option<usize> {
+    use miette::Diagnostic;
+    e.labels()?.next().map(|label| label.offset())
+}
+
+/// Maps an offset in `parsed` (the text after [`colons_before_lists`],
+/// which only inserts `:` bytes) back to the same place in `original`.
+fn original_offset(original: &str, parsed: &str, offset: usize) -> usize {
+    let (o, p) = (original.as_bytes(), parsed.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while j < offset.min(p.len()) {
+        if i < o.len() && o[i] == p[j] {
+            i += 1;
+        }
+        j += 1;
+    }
+    i
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |n| n + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    (line, column)
 }
 
 /// Inserts the optional `:` between a field name and a `[` list.
@@ -1150,6 +1194,27 @@ output [
         let without =
             parse_config_text("input [ { name: \"A\" } ] output [ { name: \"B\" } ]").unwrap();
         assert_eq!(with, without);
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let text = "name: \"m\"\ninput [ { name: \"A\" dims: [ 1 ] } ]\n  max_batch_size: @\n";
+        let e = parse_config_text(text).unwrap_err();
+        assert_eq!(e.code(), crate::core::Code::InvalidArg);
+        assert!(
+            e.message()
+                .starts_with("cannot parse protobuf text format at line 3, column 19: "),
+            "{}",
+            e.message()
+        );
+        // Columns count characters, and the colon inserted before a list
+        // does not shift them.
+        let e = parse_config_text("input [ { name: \"é\" dims: [ 1 } ]").unwrap_err();
+        assert!(
+            e.message().contains("at line 1, column 31: "),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]

@@ -33,6 +33,17 @@
 //! their `reason` (cleared by the next successful load). Strict readiness
 //! counts such a model as ready: it serves.
 //!
+//! An explicit load may bring the model's files itself
+//! ([`ModelManager::load_with_files`], Triton's `file:` load parameters):
+//! they are written to a directory of their own ([`super::overrides`]) that
+//! the model loads from in place of its repository directory, so the model
+//! need not be in any repository. That directory lives as long as the
+//! versions loaded from it: a later load, an unload or shutdown removes it.
+//!
+//! Lookups of a name the manager never had a version of answer
+//! INVALID_ARG ("is not found"), as Triton's do; a model whose versions
+//! no longer serve answers NOT_FOUND ("has no available versions").
+//!
 //! In mode `poll`, [`ModelManager::poll`] compares each model directory
 //! with its last load attempt through [`super::watch`]'s debounce rule:
 //! new models load, changed ones reload, removed ones unload. A failed
@@ -63,6 +74,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 
 use super::config::{self, CONFIG_FILE, ConfigSource};
+use super::overrides::OverrideDir;
 use super::versions;
 use super::warmup::{self, WarmupSample};
 use super::watch::{self, Fingerprint, Verdict};
@@ -289,6 +301,9 @@ struct ModelRecord {
     failure: Option<String>,
     /// The model directory at the last load attempt, for poll mode.
     attempted: Option<Fingerprint>,
+    /// The directory written from `file:` load parameters that the serving
+    /// versions were loaded from; removed when they leave.
+    override_dir: Option<OverrideDir>,
 }
 
 type Models = BTreeMap<String, ModelRecord>;
@@ -604,7 +619,7 @@ impl ModelManager {
             for _ in 0..workers {
                 scope.spawn(|| {
                     while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if self.load_model(name, None).is_err() {
+                        if self.load_model(name, None, None).is_err() {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -648,7 +663,9 @@ impl ModelManager {
             .collect();
         match dirs.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(Error::internal(format!(
+            // Asking for a model the repository lacks is the client's
+            // error (Triton's wording, but 400 where Triton answers 500).
+            [] => Err(Error::invalid_arg(format!(
                 "failed to load '{name}', failed to poll from model repository: no directory '{name}' in any model repository ({})",
                 self.options
                     .repositories
@@ -684,9 +701,37 @@ impl ModelManager {
     /// model configuration that replaces the model's `config.pbtxt` for this
     /// load. Only allowed in mode `explicit`.
     pub fn load(&self, name: &str, config_override: Option<&str>) -> Result<()> {
+        self.load_with_files(name, config_override, &[])
+    }
+
+    /// [`ModelManager::load`] with Triton's model file override: when
+    /// `files` (`file:<path>` parameter names with their contents) is not
+    /// empty, the model loads from a directory holding just those files,
+    /// under the configuration `config_override`, which is then required;
+    /// the model need not be in any repository. That directory is removed
+    /// once the versions loaded from it leave (unload, a later load, a
+    /// failed load, shutdown). Only allowed in mode `explicit`.
+    pub fn load_with_files(
+        &self,
+        name: &str,
+        config_override: Option<&str>,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<()> {
         self.require_explicit()?;
         validate_model_name(name)?;
-        self.load_model(name, config_override)
+        if files.is_empty() {
+            return self.load_model(name, config_override, None);
+        }
+        // Logged as failed loads are (load_model logs the rest).
+        let Some(config_override) = config_override else {
+            let e = Error::invalid_arg(format!(
+                "failed to load '{name}', failed to poll from model repository: load parameter 'config' must be given with model file overrides (the files replace the model's directory)"
+            ));
+            error!("{}", e.message());
+            return Err(e);
+        };
+        let dir = OverrideDir::create(name, files).inspect_err(|e| error!("{}", e.message()))?;
+        self.load_model(name, Some(config_override), Some(dir))
     }
 
     /// Unloads every version of `name`, waiting for queued requests to
@@ -836,6 +881,9 @@ impl ModelManager {
                 })
                 .collect()
         };
+        let override_dir = lock(&self.models)
+            .get_mut(name)
+            .and_then(|r| r.override_dir.take());
         for (version, model) in leaving {
             retire(model);
             info!("successfully unloaded '{name}' version {version}");
@@ -848,6 +896,8 @@ impl ModelManager {
                 slot.reason = UNLOADED_REASON.to_owned();
             }
         }
+        // Only now that no version reads from it.
+        drop(override_dir);
     }
 
     /// Loads the composing models of `name`, if its configuration is an
@@ -893,7 +943,7 @@ impl ModelManager {
             } else if self.ready(model, None) {
                 continue;
             } else {
-                match self.try_load(model, None, &chain) {
+                match self.try_load(model, None, None, &chain) {
                     Ok(()) => continue,
                     Err(e) => Error::new(
                         e.code(),
@@ -1036,17 +1086,35 @@ impl ModelManager {
     }
 
     /// Loads or reloads `name` with no control-mode check; logs a failure.
-    fn load_model(&self, name: &str, config_override: Option<&str>) -> Result<()> {
-        self.try_load(name, config_override, &[])
+    fn load_model(
+        &self,
+        name: &str,
+        config_override: Option<&str>,
+        files: Option<OverrideDir>,
+    ) -> Result<()> {
+        self.try_load(name, config_override, files, &[])
             .inspect_err(|e| error!("{}", e.message()))
     }
 
     /// Loads `name`; `chain` lists the ensembles whose loads led here
-    /// (see [`ModelManager::load_composing`]).
-    fn try_load(&self, name: &str, config_override: Option<&str>, chain: &[&str]) -> Result<()> {
+    /// (see [`ModelManager::load_composing`]). With `override_files` (a
+    /// directory written from a load request's files) the model loads from
+    /// that directory instead of its repository's; once the new versions
+    /// serve, the record keeps it (and drops the one it replaces). A
+    /// failed load drops it, which removes it.
+    fn try_load(
+        &self,
+        name: &str,
+        config_override: Option<&str>,
+        override_files: Option<OverrideDir>,
+        chain: &[&str],
+    ) -> Result<()> {
         // A name with no directory leaves no trace: asking for a model that
         // does not exist must not grow the tables or affect readiness.
-        let dir = self.locate(name)?;
+        let dir = match &override_files {
+            Some(d) => d.path().to_path_buf(),
+            None => self.locate(name)?,
+        };
         self.load_composing(name, &dir, config_override, chain)?;
         let model_lock = self.model_lock(name);
         let _held = lock(&model_lock);
@@ -1175,7 +1243,7 @@ impl ModelManager {
                 .iter()
                 .map(|&v| (v, files.for_version(v, &present)))
                 .collect();
-            self.commit(name, outcomes, files);
+            self.commit(name, outcomes, files, override_files);
             Ok(())
         } else {
             let e = Error::invalid_arg(format!("load failed for model '{name}': {failed}"));
@@ -1192,9 +1260,10 @@ impl ModelManager {
         name: &str,
         outcomes: Vec<(i64, VersionOutcome)>,
         files: Vec<(i64, Fingerprint)>,
+        override_files: Option<OverrideDir>,
     ) {
         let mut retired: Vec<(i64, Arc<LoadedModel>, bool)> = Vec::new();
-        {
+        let replaced_files = {
             let mut models = lock(&self.models);
             let record = models.entry(name.to_owned()).or_default();
             for (version, outcome) in outcomes {
@@ -1228,7 +1297,10 @@ impl ModelManager {
                     }
                 }
             }
-        }
+            // The serving versions now come from `override_files` (or from
+            // the repository): what the old ones came from goes with them.
+            std::mem::replace(&mut record.override_dir, override_files)
+        };
         for (version, old, removed) in retired {
             retire(old);
             if removed {
@@ -1243,6 +1315,7 @@ impl ModelManager {
                 }
             }
         }
+        drop(replaced_files);
     }
 
     /// Drops the versions a failed load started. Versions that were serving
@@ -1288,15 +1361,13 @@ impl ModelManager {
     pub fn get(&self, name: &str, version: Option<i64>) -> Result<Arc<LoadedModel>> {
         let models = lock(&self.models);
         lookup(&models, name, version, 0).unwrap_or_else(|| {
-            // Triton answers NOT_FOUND for a model its repository holds
-            // but has not loaded, and INVALID_ARG for a name it does not
-            // know at all; clients see 404 and 400.
-            let message = format!("Request for unknown model: '{name}' is not found");
-            if self.locate(name).is_ok() {
-                Err(Error::not_found(message))
-            } else {
-                Err(Error::invalid_arg(message))
-            }
+            // As Triton: a name the manager never had a version of is the
+            // client's mistake (INVALID_ARG, 400), whether or not the
+            // repository holds it; a model that had versions and has none
+            // serving now is NOT_FOUND (404, "has no available versions").
+            Err(Error::invalid_arg(format!(
+                "Request for unknown model: '{name}' is not found"
+            )))
         })
     }
 
@@ -1356,8 +1427,17 @@ impl ModelManager {
     /// was never loaded or failed before any version was tried). With
     /// `ready_only`, only READY versions.
     pub fn index(&self, ready_only: bool) -> Result<Vec<IndexEntry>> {
-        let present = self.repository_models()?;
+        let mut present = self.repository_models()?;
         let models = lock(&self.models);
+        // Models serving from override files are listed too, including
+        // those no repository holds.
+        for (name, record) in models.iter() {
+            if let Some(dir) = &record.override_dir {
+                present
+                    .entry(name.clone())
+                    .or_insert_with(|| vec![dir.path().to_path_buf()]);
+            }
+        }
         let mut index = Vec::new();
         for (name, dirs) in present {
             let row = |version: Option<String>, state: &str, reason: &str| IndexEntry {
@@ -1673,7 +1753,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         assert_eq!(
             (err.code(), err.message()),
             (
-                Code::NotFound,
+                Code::InvalidArg,
                 "Request for unknown model: 'simple' is not found"
             )
         );
@@ -1746,7 +1826,7 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
         repo.echo("simple");
         let manager = repo.manager(ControlMode::Explicit, &[]);
         let err = manager.load("missing", None).unwrap_err();
-        assert_eq!(err.code(), Code::Internal);
+        assert_eq!(err.code(), Code::InvalidArg);
         assert!(
             err.message()
                 .starts_with("failed to load 'missing', failed to poll from model repository: no directory 'missing'"),
@@ -1798,6 +1878,79 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]"#;
             "{}",
             index[0].reason
         );
+    }
+
+    #[test]
+    fn file_overrides_load_from_their_own_directory_until_replaced() {
+        let repo = Repo::new("file-override");
+        repo.echo("simple");
+        let manager = repo.manager(ControlMode::Explicit, &[]);
+        manager.load("simple", None).unwrap();
+        let config = r#"{"backend":"echo","max_batch_size":2,
+            "input":[{"name":"IN","data_type":"TYPE_FP32","dims":[-1]}],
+            "output":[{"name":"OUT","data_type":"TYPE_FP32","dims":[-1]}]}"#;
+        let files = vec![("file:3/weights.bin".to_owned(), vec![7u8; 3])];
+
+        // Without `config` the files are refused and the model keeps serving.
+        let e = manager.load_with_files("simple", None, &files).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArg);
+        assert!(
+            e.message()
+                .starts_with("failed to load 'simple', failed to poll from model repository"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(manager.get("simple", None).unwrap().version, 1);
+
+        // With it, versions come from the files: version 3 replaces 1.
+        manager
+            .load_with_files("simple", Some(config), &files)
+            .unwrap();
+        let model = manager.get("simple", None).unwrap();
+        assert_eq!((model.version, model.config.max_batch_size), (3, 2));
+        let dir = model.model_path.clone();
+        assert_ne!(dir, repo.root.join("simple"));
+        assert_eq!(fs::read(dir.join("3/weights.bin")).unwrap(), vec![7u8; 3]);
+        assert!(manager.get("simple", Some(1)).is_err());
+        drop(model);
+
+        // A failed override load removes its own files and keeps serving.
+        let e = manager
+            .load_with_files("simple", Some(r#"{"backend":"nope"}"#), &files)
+            .unwrap_err();
+        assert!(e.message().contains("nope"), "{}", e.message());
+        assert_eq!(manager.get("simple", None).unwrap().version, 3);
+        assert!(dir.is_dir());
+
+        // A load without files goes back to the repository and removes the
+        // override directory.
+        manager.load("simple", None).unwrap();
+        assert_eq!(manager.get("simple", None).unwrap().version, 1);
+        assert!(!dir.exists());
+
+        // A model no repository holds loads from files alone, shows in the
+        // index, and its files go when it is unloaded.
+        manager
+            .load_with_files("fresh", Some(config), &files)
+            .unwrap();
+        let fresh = manager.get("fresh", None).unwrap().model_path.clone();
+        assert!(
+            manager
+                .index(true)
+                .unwrap()
+                .contains(&entry("fresh", Some("3"), "READY", ""))
+        );
+        manager.unload("fresh", false).unwrap();
+        assert!(!fresh.exists());
+        assert!(matches!(manager.get("fresh", None), Err(e) if e.code() == Code::NotFound));
+
+        // Shutdown removes what is left.
+        manager
+            .load_with_files("fresh", Some(config), &files)
+            .unwrap();
+        let fresh = manager.get("fresh", None).unwrap().model_path.clone();
+        manager.shutdown();
+        assert!(!fresh.exists());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! reading and completing their configurations, and the lifecycle of every
 //! model version (load, reload, unload) under the control modes `none`,
 //! `poll` and `explicit`: change detection for polling ([`watch`]) and
-//! model warmup ([`warmup`]).
+//! model warmup ([`warmup`]), and model directories written from a load
+//! request's `file:` parameters ([`overrides`]).
 //!
 //! It calls down into `backend` (to resolve and auto-complete a
 //! configuration) and `scheduler` (one [`crate::scheduler::ModelScheduler`]
@@ -11,6 +12,7 @@
 
 pub mod config;
 pub mod manager;
+pub mod overrides;
 pub mod versions;
 pub mod warmup;
 pub mod watch;

@@ -522,10 +522,23 @@ impl Server {
     /// Loads or reloads a model, optionally with a JSON configuration that
     /// replaces its `config.pbtxt` (blocking until done).
     pub fn load_model(&self, name: &str, config_json: Option<&str>) -> Result<()> {
+        self.load_model_files(name, config_json, &[])
+    }
+
+    /// [`Server::load_model`] with model file overrides: `files` holds the
+    /// `file:<path>` load parameters with their decoded contents, which the
+    /// model then loads from instead of its repository directory (see
+    /// [`ModelManager::load_with_files`]).
+    pub fn load_model_files(
+        &self,
+        name: &str,
+        config_json: Option<&str>,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<()> {
         if self.exiting.load(Ordering::Acquire) {
             return Err(not_ready());
         }
-        self.manager.load(name, config_json)
+        self.manager.load_with_files(name, config_json, files)
     }
 
     /// Unloads a model, and with `unload_dependents` the composing models

@@ -253,7 +253,7 @@ status 404 "unknown top-level path → 404" -- "$URL/index.html"
 status 405 "DELETE /v2/health/live → 405" -- -X DELETE "$URL/v2/health/live"
 status 405 "GET on infer → 405" -- "$URL/v2/models/simple/infer"
 status "400 404" "ready of an unknown model → 400/404" -- "$URL/v2/models/nope/ready"
-status "400 500" "malformed JSON → 400/500 (Triton: 500, its JSON errors are INTERNAL)" -- -X POST -d '{"inputs": [' "$URL/v2/models/simple/infer"
+status 400 "malformed JSON → 400 (Triton answers 500: its JSON errors are INTERNAL)" -- -X POST -d '{"inputs": [' "$URL/v2/models/simple/infer"
 expect_eq "malformed JSON → error body" "$(pyjson "$WORK/body" 'type(d["error"]).__name__')" "str"
 status "400 404" "unknown model infer → 400/404" -- -X POST --data-binary @"$WORK/json.json" "$URL/v2/models/nope/infer"
 

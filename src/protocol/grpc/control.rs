@@ -296,13 +296,15 @@ pub fn repository_index(
     Ok(RepositoryIndexResponse { models })
 }
 
-/// `RepositoryModelLoad` (blocking): `config` overrides the configuration.
+/// `RepositoryModelLoad` (blocking): `config` overrides the configuration,
+/// `file:<path>` parameters (bytes) replace the model's directory.
 pub fn repository_load(
     server: &Server,
     request: &RepositoryModelLoadRequest,
 ) -> Result<RepositoryModelLoadResponse> {
     check_repository_name(&request.repository_name)?;
     let mut config = None;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for (key, value) in &request.parameters {
         let choice = value.parameter_choice.as_ref();
         if key == "config" {
@@ -314,22 +316,20 @@ pub fn repository_load(
                     )));
                 }
             }
-        } else if key.starts_with("file:") {
-            if !matches!(choice, Some(RepoParam::BytesParam(_))) {
+        } else if key.starts_with(crate::repository::overrides::FILE_PREFIX) {
+            let Some(RepoParam::BytesParam(content)) = choice else {
                 return Err(Error::invalid_arg(format!(
                     "invalid value type for load parameter '{key}', expected bytes_param."
                 )));
-            }
-            return Err(Error::unsupported(format!(
-                "load parameter '{key}': model file overrides are not supported by this server; put the files in the model repository"
-            )));
+            };
+            files.push((key.clone(), content.clone()));
         } else {
             return Err(Error::invalid_arg(format!(
                 "unrecognized load parameter '{key}'."
             )));
         }
     }
-    server.load_model(&request.model_name, config)?;
+    server.load_model_files(&request.model_name, config, &files)?;
     Ok(RepositoryModelLoadResponse {})
 }
 

@@ -111,11 +111,36 @@ pub fn decode_infer_request(
         .into_iter()
         .map(decode_output)
         .collect::<Result<_>>()?;
+    // Triton refuses a tensor named twice as it adds it to the request,
+    // before any check against the model; its request-level messages name
+    // the request id when there is one.
+    let prefix = request
+        .id
+        .as_deref()
+        .map_or_else(String::new, |id| format!("[request id: {id}] "));
+    let inputs: Vec<&str> = request.inputs.iter().map(|t| t.name.as_str()).collect();
+    let outputs: Vec<&str> = request.outputs.iter().map(|o| o.name.as_str()).collect();
+    for (kind, names) in [("input", inputs), ("output", outputs)] {
+        if let Some(name) = first_repeat(&names) {
+            return Err(Error::invalid_arg(format!(
+                "{prefix}{kind} '{name}' already exists in request"
+            )));
+        }
+    }
     request.model_name = model_name;
     Ok(DecodedInfer {
         request,
         empty_final_response,
     })
+}
+
+/// The first name that appears a second time.
+fn first_repeat<'a>(names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .enumerate()
+        .find(|&(i, n)| names[..i].contains(n))
+        .map(|(_, n)| *n)
 }
 
 fn invalid_type(key: &str, expected: &str) -> Error {
@@ -928,6 +953,36 @@ mod tests {
                 }
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn tensors_named_twice_already_exist_in_request() {
+        let four = || Bytes::from_static(&[0; 4]);
+        let mut r = raw_request(&[("A", "INT32", vec![1])], vec![four()]);
+        r.outputs = vec![
+            InferRequestedOutputTensor {
+                name: "OUTPUT0".to_owned(),
+                ..InferRequestedOutputTensor::default()
+            };
+            2
+        ];
+        let e = err(r);
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                Code::InvalidArg,
+                "output 'OUTPUT0' already exists in request"
+            )
+        );
+        let mut r = raw_request(
+            &[("A", "INT32", vec![1]), ("A", "INT32", vec![1])],
+            vec![four(), four()],
+        );
+        r.id = "r1".to_owned();
+        assert_eq!(
+            err(r).message(),
+            "[request id: r1] input 'A' already exists in request"
         );
     }
 

@@ -866,12 +866,51 @@ fn repository_index_load_and_unload() {
                 .to_owned()
         )
     );
-    assert_eq!(
-        load(vec![("file:1/model.onnx", RepoChoice::BytesParam(vec![1]))])
-            .refused()
-            .0,
-        Code::Unimplemented
+    // Model file overrides: `config` is required with them, paths stay
+    // inside the model directory, and the model then loads from a
+    // directory of just those files, removed once it is unloaded.
+    let (code, message) =
+        load(vec![("file:1/model.onnx", RepoChoice::BytesParam(vec![1]))]).refused();
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(
+        message.starts_with(
+            "failed to load 'identity_int8', failed to poll from model repository: load parameter 'config' must be given"
+        ),
+        "{message}"
     );
+    let (code, message) = load(vec![
+        ("config", RepoChoice::StringParam("{}".to_owned())),
+        ("file:../../escaped", RepoChoice::BytesParam(vec![1])),
+    ])
+    .refused();
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("outside the model directory"), "{message}");
+    assert_eq!(
+        server
+            .model("identity_int8", None)
+            .unwrap()
+            .config
+            .max_batch_size,
+        4,
+        "a refused override load leaves the model serving"
+    );
+    let config = r#"{"backend":"identity","max_batch_size":2,
+        "input":[{"name":"INPUT0","data_type":"TYPE_INT8","dims":[-1]}],
+        "output":[{"name":"OUTPUT0","data_type":"TYPE_INT8","dims":[-1]}]}"#;
+    let _: RepositoryModelLoadResponse = load(vec![
+        ("config", RepoChoice::StringParam(config.to_owned())),
+        ("file:1/notes.txt", RepoChoice::BytesParam(b"x".to_vec())),
+    ])
+    .ok();
+    let model = server.model("identity_int8", None).unwrap();
+    assert_eq!(model.config.max_batch_size, 2);
+    let override_dir = model.model_path.clone();
+    assert_ne!(override_dir, repository().join("identity_int8"));
+    assert_eq!(
+        std::fs::read(override_dir.join("1/notes.txt")).unwrap(),
+        b"x"
+    );
+    drop(model);
     assert_eq!(
         load(vec![("weird", RepoChoice::BoolParam(true))]).refused(),
         (
@@ -915,6 +954,10 @@ fn repository_index_load_and_unload() {
     let _: RepositoryModelUnloadResponse =
         unload(vec![("unload_dependents", RepoChoice::BoolParam(true))]).ok();
     assert!(server.model("identity_int8", None).is_err());
+    assert!(
+        !override_dir.exists(),
+        "unloading removes the override files"
+    );
     server.shutdown();
 }
 

@@ -255,12 +255,12 @@ fn assert_err(e: &crate::core::Error, code: Code, message: &str) {
 fn element_count_mismatches() {
     assert_err(
         &err(one_input("INT32", json!([1, 16]), json!([1, 2, 3]))),
-        Code::Internal,
+        Code::InvalidArg,
         "Failed to parse 'data' field: shape does not match true shape",
     );
     assert_err(
         &err(one_input("INT32", json!([1, 2]), json!([1, 2, 3]))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'data': Shape does not match true shape of 'data' field",
     );
     // Same when the shape comes after the data.
@@ -269,7 +269,7 @@ fn element_count_mismatches() {
             .unwrap_err();
     assert_err(
         &e,
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'data': Shape does not match true shape of 'data' field",
     );
 }
@@ -292,7 +292,7 @@ fn wrong_element_types() {
     ];
     for (dt, data, tail) in cases {
         let e = err(one_input(dt, json!([1]), data));
-        assert_eq!(e.code(), Code::Internal, "{dt}");
+        assert_eq!(e.code(), Code::InvalidArg, "{dt}");
         assert!(
             e.message()
                 .starts_with("Unable to parse 'data': attempt to access JSON non-"),
@@ -303,7 +303,7 @@ fn wrong_element_types() {
     }
     assert_err(
         &err(one_input("INT32", json!([1]), json!(5))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'data': attempt to access JSON non-array as array",
     );
 }
@@ -370,7 +370,7 @@ fn shapes() {
     );
     assert_err(
         &err(one_input("FP32", json!(3), json!([1.0]))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'shape': attempt to access JSON non-array as array",
     );
     // A zero dimension: no elements, the data is not looked at.
@@ -388,7 +388,7 @@ fn shapes() {
 fn structure_errors() {
     assert_err(
         &decode_json("{\"inputs\":[").unwrap_err(),
-        Code::Internal,
+        Code::InvalidArg,
         "failed to parse the request JSON buffer: EOF while parsing a list at line 1 column 11",
     );
     assert!(
@@ -399,22 +399,22 @@ fn structure_errors() {
     );
     assert_err(
         &err(json!({})),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'",
     );
     assert_err(
         &err(json!([1])),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'",
     );
     assert_err(
         &err(json!({"inputs": {}})),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'inputs': attempt to access JSON non-array as array",
     );
     assert_err(
         &err(json!({"id": 5, "inputs": []})),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'id': attempt to access JSON non-string as string",
     );
     assert_err(
@@ -432,12 +432,12 @@ fn structure_errors() {
     );
     assert_err(
         &err(json!({"inputs": [{"shape":[1],"datatype":"INT32","data":[1]}]})),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'name': attempt to access non-existing object member 'name'",
     );
     assert_err(
         &err(json!({"inputs": [{"name":"I","shape":[1],"datatype":7,"data":[1]}]})),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'datatype': attempt to access JSON non-string as string",
     );
     assert_err(
@@ -450,7 +450,7 @@ fn structure_errors() {
             json!({"inputs": [{"name":"I","shape":[1],"datatype":"INT32",
             "parameters":{"shared_memory_region":"r","shared_memory_offset":-1}}]}),
         ),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'shared_memory_offset': attempt to access JSON non-unsigned-integer as unsigned-integer",
     );
 }
@@ -512,47 +512,47 @@ fn parameter_errors() {
     );
     assert_err(
         &err(with(json!({"binary_data_output": 1}))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'binary_data_output': attempt to access JSON non-boolean as boolean",
     );
     assert_err(
         &err(with(json!({"priority": -1}))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'priority': attempt to access JSON non-unsigned-integer as unsigned-integer",
     );
     assert_err(
         &err(with(json!({"sequence_id": true}))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'sequence_id': attempt to access JSON non-string as string",
     );
     assert_err(
         &err(with(json!(3))),
-        Code::Internal,
+        Code::InvalidArg,
         "failed to get request params.: attempt to get members for non-object",
     );
     let outputs = |o: Value| json!({"inputs": [], "outputs": o});
     assert_err(
         &err(outputs(json!({}))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'outputs': attempt to access JSON non-array as array",
     );
     assert_err(
         &err(outputs(json!([{"parameters":{"classification":2}}]))),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'name': attempt to access non-existing object member 'name'",
     );
     assert_err(
         &err(outputs(
             json!([{"name":"O","parameters":{"classification":-2}}]),
         )),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to set 'classification': attempt to access JSON non-unsigned-integer as unsigned-integer",
     );
     assert_err(
         &err(outputs(
             json!([{"name":"O","parameters":{"binary_data":"yes"}}]),
         )),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'binary_data': attempt to access JSON non-boolean as boolean",
     );
     assert_err(
@@ -616,7 +616,7 @@ fn binary_size_errors() {
     let (body, hl) = binary_body(&header, &[]);
     assert_err(
         &decode_infer_request("simple", None, &body, hl).unwrap_err(),
-        Code::Internal,
+        Code::InvalidArg,
         "Unable to parse 'binary_data_size': attempt to access JSON non-unsigned-integer as unsigned-integer",
     );
 }
@@ -787,7 +787,7 @@ fn binary_response_parts() {
 }
 
 #[test]
-fn malformed_outputs_are_internal_errors() {
+fn malformed_outputs_are_refused() {
     let bad = InferResponse {
         model_name: "m".into(),
         outputs: vec![Tensor {
@@ -843,4 +843,70 @@ fn bytes_that_are_not_utf8_are_refused_as_json_but_sent_as_binary() {
         ..ResponseFormat::default()
     };
     assert!(encode_infer_response(&response, &all_binary).is_ok());
+}
+
+/// `data` wrapped in `depth` arrays around one scalar.
+fn nested(depth: usize, scalar: &str) -> String {
+    format!("{}{scalar}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn data_nesting_stops_at_triton_limit() {
+    for (datatype, scalar) in [("BYTES", "\"hello\""), ("INT64", "123")] {
+        let body = |depth| {
+            format!(
+                r#"{{"inputs":[{{"name":"INPUT0","datatype":"{datatype}","shape":[1,1],"data":{}}}]}}"#,
+                nested(depth, scalar)
+            )
+        };
+        // The scalar at level 99 is the deepest allowed, level 100 is not.
+        let ok = decode_json(&body(99)).expect("99 levels are allowed");
+        assert_eq!(ok.request.inputs[0].shape, vec![1, 1]);
+        for depth in [100, 120, 5000] {
+            assert_err(
+                &decode_json(&body(depth)).unwrap_err(),
+                Code::InvalidArg,
+                "JSON nesting depth exceeds maximum allowed limit (100)",
+            );
+        }
+    }
+}
+
+#[test]
+fn duplicate_names_already_exist_in_request() {
+    let input = json!({"name":"INPUT0","shape":[1],"datatype":"INT32","data":[1]});
+    assert_err(
+        &err(json!({"inputs":[input.clone()],"outputs":[{"name":"OUTPUT0"},{"name":"OUTPUT0"}]})),
+        Code::InvalidArg,
+        "output 'OUTPUT0' already exists in request",
+    );
+    assert_err(
+        &err(json!({"id":"r7","inputs":[input.clone(), input]})),
+        Code::InvalidArg,
+        "[request id: r7] input 'INPUT0' already exists in request",
+    );
+}
+
+#[test]
+fn syntax_errors_are_the_clients_and_name_the_input() {
+    let e =
+        decode_json(r#"{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1],"data":[NaN]}]}"#)
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArg);
+    assert!(
+        e.message()
+            .starts_with("failed to parse the request JSON buffer: in input 'INPUT0': "),
+        "{}",
+        e.message()
+    );
+    // Invalid UTF-8 inside a string, outside any input.
+    let body = Bytes::from_static(b"{\"id\":\"\xff\",\"inputs\":[]}");
+    let e = decode_infer_request("simple", None, &body, body.len()).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArg);
+    assert!(
+        e.message()
+            .starts_with("failed to parse the request JSON buffer: invalid unicode"),
+        "{}",
+        e.message()
+    );
 }

@@ -3,12 +3,15 @@
 //! logging and trace settings. Writers produce the bodies Triton sends
 //! (same keys, same order, same value types: trace values are strings,
 //! versions are strings); readers accept the bodies Triton accepts and
-//! refuse the rest with Triton's wording and codes.
+//! refuse the rest with Triton's wording. Faults in a repository request
+//! (index, load, unload) are the client's: 400, where Triton answers some
+//! with 500; the settings bodies keep Triton's codes.
 
 use serde_json::Value;
 
 use super::decode::parse_leading_int;
 use super::json;
+use super::shm::base64_decode;
 use crate::core::{Code, Error, Result};
 use crate::logging::LogSettings;
 use crate::repository::IndexEntry;
@@ -28,11 +31,11 @@ fn internal(message: impl Into<String>) -> Error {
     Error::new(Code::Internal, message)
 }
 
-/// Parses a control request body; a malformed one is refused as Triton
-/// refuses it.
+/// Parses a control request body. A malformed one is refused with
+/// Triton's message, as the client's error (400; Triton answers 500).
 pub fn parse_body(body: &[u8]) -> Result<Value> {
     serde_json::from_slice(body)
-        .map_err(|e| internal(format!("failed to parse the request JSON buffer: {e}")))
+        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))
 }
 
 /// `{"name":...,"version":...,"extensions":[...]}`.
@@ -97,18 +100,105 @@ pub fn model_metadata(m: &ModelMetadata) -> Vec<u8> {
     out
 }
 
-/// Reads a repository index request: an empty body, or `{"ready":bool}`.
+const READY_NOT_BOOL: &str = "Invalid value for 'ready': expected a boolean";
+
+/// Reads a repository index request: an empty body, or `{"ready":bool}`;
+/// other members, and a body that is not an object, are ignored, as
+/// Triton ignores them. Values are skipped without recursion (serde_json's
+/// skipping is iterative), so a value nested far deeper than a recursive
+/// parser allows is read as Triton reads it: a `ready` that is not a
+/// boolean is refused at once, whatever is inside it.
 pub fn parse_index_request(body: &[u8]) -> Result<bool> {
+    use serde::Deserialize as _;
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::cell::Cell;
+    use std::fmt;
+
     if body.is_empty() {
         return Ok(false);
     }
-    match parse_body(body)?.get("ready") {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(Error::invalid_arg(
-            "Invalid value for 'ready': expected a boolean",
-        )),
+
+    /// The `ready` member: a boolean, or the refusal (noted in the flag, so
+    /// it is told apart from a syntax error).
+    struct Ready<'a>(&'a Cell<bool>);
+    impl<'de> DeserializeSeed<'de> for Ready<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
     }
+    impl<'de> Visitor<'de> for Ready<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a boolean")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<bool, E> {
+            self.0.set(true);
+            Err(E::custom(READY_NOT_BOOL))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<bool, E> {
+            self.visit_i64(v as i64)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<bool, E> {
+            self.visit_i64(0)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<bool, E> {
+            self.visit_i64(0)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<bool, E> {
+            self.visit_i64(0)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            _: A,
+        ) -> std::result::Result<bool, A::Error> {
+            self.visit_i64(0)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> std::result::Result<bool, A::Error> {
+            self.visit_i64(0)
+        }
+    }
+
+    /// The body: `ready` from an object (the first one wins, as with
+    /// Triton's member lookup); anything else is skipped.
+    struct Body<'a>(&'a Cell<bool>);
+    impl<'de> Visitor<'de> for Body<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an index request object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<bool, A::Error> {
+            let mut ready = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "ready" && ready.is_none() {
+                    ready = Some(map.next_value_seed(Ready(self.0))?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(ready.unwrap_or(false))
+        }
+    }
+
+    let refused = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let parsed = if first == Some(&b'{') {
+        de.deserialize_map(Body(&refused))
+    } else {
+        IgnoredAny::deserialize(&mut de).map(|_| false)
+    }
+    .and_then(|ready| de.end().map(|()| ready));
+    parsed.map_err(|e| {
+        if refused.get() {
+            Error::invalid_arg(READY_NOT_BOOL)
+        } else {
+            Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))
+        }
+    })
 }
 
 /// The index as an array of `{"name","version","state","reason"}`; a model
@@ -141,34 +231,50 @@ pub fn repository_index(entries: &[IndexEntry]) -> Vec<u8> {
     out
 }
 
-/// Reads a load request: an empty body, or `{"parameters":{"config":"<json>"}}`.
-/// Returns the configuration override, if any.
-pub fn parse_load_request(body: &[u8]) -> Result<Option<String>> {
+/// What a load request asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LoadRequest {
+    /// The configuration override (`parameters.config`, JSON text).
+    pub config: Option<String>,
+    /// Model file overrides: each `file:<path>` parameter with its content,
+    /// decoded from base64, in the order sent.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads a load request: an empty body, or `{"parameters":{...}}` with
+/// `config` (a JSON model configuration as a string) and `file:<path>`
+/// members (base64 file contents).
+pub fn parse_load_request(body: &[u8]) -> Result<LoadRequest> {
+    let mut request = LoadRequest::default();
     if body.is_empty() {
-        return Ok(None);
+        return Ok(request);
     }
     let Some(params) = parse_body(body)?.get_mut("parameters").map(Value::take) else {
-        return Ok(None);
+        return Ok(request);
     };
     let Value::Object(params) = params else {
-        return Err(internal(NON_OBJECT_MEMBERS));
+        return Err(Error::invalid_arg(NON_OBJECT_MEMBERS));
     };
-    let mut config = None;
     for (key, value) in params {
         let Value::String(value) = value else {
-            return Err(internal(NON_STRING));
+            return Err(Error::invalid_arg(NON_STRING));
         };
         if key == "config" {
-            config = Some(value);
-        } else if key.starts_with("file:") {
-            return Err(Error::unsupported(format!(
-                "load parameter '{key}': model file overrides are not supported by this server; put the files in the model repository"
-            )));
+            request.config = Some(value);
+        } else if key.starts_with(crate::repository::overrides::FILE_PREFIX) {
+            let content = base64_decode(&value).ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "load parameter '{key}': the value is not valid base64"
+                ))
+            })?;
+            request.files.push((key, content));
         } else {
-            return Err(internal("unexpected error on creating Triton parameter"));
+            return Err(Error::invalid_arg(format!(
+                "unexpected error on creating Triton parameter: load parameter '{key}' is neither 'config' nor 'file:<path>'"
+            )));
         }
     }
-    Ok(config)
+    Ok(request)
 }
 
 /// Reads an unload request: an empty body, or
@@ -183,7 +289,7 @@ pub fn parse_unload_request(body: &[u8]) -> Result<bool> {
     {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(internal(format!(
+        Some(_) => Err(Error::invalid_arg(format!(
             "Unable to parse 'unload_dependents': {NON_BOOL}"
         ))),
     }
@@ -451,19 +557,65 @@ mod tests {
                 .message(),
             "Invalid value for 'ready': expected a boolean"
         );
+        // Other members and non-object bodies are ignored, however deep.
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(250_000), "]".repeat(250_000));
+        let body = format!(r#"{{"other":{},"ready":true}}"#, deep("1"));
+        assert!(parse_index_request(body.as_bytes()).unwrap());
+        assert!(!parse_index_request(deep("true").as_bytes()).unwrap());
+        assert!(parse_index_request(br#"{"ready":true,"ready":"x"}"#).unwrap());
+        // A deeply nested `ready` is refused as not a boolean (Triton's
+        // test_repository_index_deeply_nested_json).
+        let body = format!(r#"{{"ready":{}}}"#, deep("true"));
+        let e = parse_index_request(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                Code::InvalidArg,
+                "Invalid value for 'ready': expected a boolean"
+            )
+        );
+        let e = parse_index_request(br#"{"ready":true"#).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("failed to parse the request JSON buffer")
+        );
     }
 
     #[test]
     fn load_and_unload_bodies() {
-        assert_eq!(parse_load_request(b"").unwrap(), None);
+        assert_eq!(parse_load_request(b"").unwrap(), LoadRequest::default());
         assert_eq!(
-            parse_load_request(br#"{"parameters":{"config":"{\"max_batch_size\":2}"}}"#).unwrap(),
+            parse_load_request(br#"{"parameters":{"config":"{\"max_batch_size\":2}"}}"#)
+                .unwrap()
+                .config,
             Some(r#"{"max_batch_size":2}"#.to_owned())
         );
         let e = parse_load_request(br#"{"parameters":{"config":{}}}"#).unwrap_err();
-        assert_eq!((e.code(), e.message()), (Code::Internal, NON_STRING));
-        let e = parse_load_request(br#"{"parameters":{"file:1/m.onnx":"AA=="}}"#).unwrap_err();
-        assert_eq!(e.code(), Code::Unsupported);
+        assert_eq!((e.code(), e.message()), (Code::InvalidArg, NON_STRING));
+        let files = parse_load_request(
+            br#"{"parameters":{"config":"{}","file:1/m.onnx":"AAE=","file:labels.txt":"YQo="}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            files,
+            LoadRequest {
+                config: Some("{}".to_owned()),
+                files: vec![
+                    ("file:1/m.onnx".to_owned(), vec![0, 1]),
+                    ("file:labels.txt".to_owned(), b"a\n".to_vec()),
+                ],
+            }
+        );
+        let e = parse_load_request(br#"{"parameters":{"file:1/m.onnx":"A*=="}}"#).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArg);
+        assert!(e.message().contains("'file:1/m.onnx'"), "{}", e.message());
+        // A malformed body is the client's error.
+        let e = parse_index_request(b"{\"ready\":").unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArg);
+        assert!(
+            e.message()
+                .starts_with("failed to parse the request JSON buffer")
+        );
         assert!(parse_unload_request(br#"{"parameters":{"unload_dependents":true}}"#).unwrap());
         assert_eq!(
             parse_unload_request(br#"{"parameters":{"unload_dependents":1}}"#)

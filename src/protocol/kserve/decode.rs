@@ -19,14 +19,21 @@
 //! Triton runs them, so a request with several faults reports the same
 //! one Triton would.
 //!
-//! Error wording and codes follow Triton's HTTP front end: accessor
-//! failures read `Unable to parse '<field>': attempt to access JSON ...`
-//! and carry [`Code::Internal`] (HTTP 500), as Triton's do; shape and size
-//! faults are [`Code::InvalidArg`]. Triton stores JSON integers that do
-//! not fit the input's type truncated; nereid rejects them with an
+//! Error wording follows Triton's HTTP front end (accessor failures read
+//! `Unable to parse '<field>': attempt to access JSON ...`), which clients
+//! and Triton's own tests match on. The codes do not always: Triton answers
+//! JSON syntax errors, accessor failures and element-count mismatches with
+//! INTERNAL (HTTP 500), although the request is at fault. nereid answers
+//! them with [`Code::InvalidArg`] (400, as the KServe protocol asks for a
+//! malformed request), except a `shape` element that is not an unsigned
+//! integer (a negative dimension), whose 500 Triton's own test pins.
+//! `data` nested deeper than Triton's limit of [`MAX_JSON_DEPTH`] levels is
+//! refused with Triton's message. Triton stores JSON integers that do not
+//! fit the input's type truncated; nereid rejects them with an
 //! [`Code::InvalidArg`] error naming the value, the type and the input.
 //! Unlike Triton, FP16 and BF16 inputs may be given as JSON numbers.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use bytes::Bytes;
@@ -50,6 +57,15 @@ const NON_INT: &str = "attempt to access JSON non-signed-integer as signed-integ
 const NON_UINT: &str = "attempt to access JSON non-unsigned-integer as unsigned-integer";
 const NON_NUMBER: &str = "attempt to access JSON non-number as double";
 const NON_ARRAY: &str = "attempt to access JSON non-array as array";
+
+/// How deep `data` arrays may nest (the `data` value itself is level 0),
+/// Triton's HTTP front end's limit.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Triton's message for `data` nested deeper than [`MAX_JSON_DEPTH`].
+fn nesting_message() -> String {
+    format!("JSON nesting depth exceeds maximum allowed limit ({MAX_JSON_DEPTH})")
+}
 
 /// How the client wants each output delivered; the front end keeps it to
 /// encode the response.
@@ -182,6 +198,11 @@ pub fn decode_infer_request(
             _ => return Err(unable("id", NON_STRING)),
         }
     }
+    // Triton's request-level errors name the request id when there is one.
+    let log_prefix = request
+        .id
+        .as_deref()
+        .map_or_else(String::new, |id| format!("[request id: {id}] "));
     if let Some(params) = raw.parameters {
         decode_request_parameters(params, &mut request.parameters, &mut format)?;
     }
@@ -206,6 +227,12 @@ pub fn decode_infer_request(
             &mut offset,
             &mut request.shm_inputs,
         )?;
+        if request.inputs.iter().any(|t| t.name == tensor.name) {
+            return Err(Error::invalid_arg(format!(
+                "{log_prefix}input '{}' already exists in request",
+                tensor.name
+            )));
+        }
         request.inputs.push(tensor);
     }
     if offset != body.len() {
@@ -220,6 +247,12 @@ pub fn decode_infer_request(
         };
         for output in outputs {
             let requested = decode_output(output)?;
+            if request.outputs.iter().any(|o| o.name == requested.name) {
+                return Err(Error::invalid_arg(format!(
+                    "{log_prefix}output '{}' already exists in request",
+                    requested.name
+                )));
+            }
             format
                 .outputs
                 .push((requested.name.clone(), requested.binary_data == Some(true)));
@@ -343,7 +376,7 @@ fn shm_ref(region: &str, params: &serde_json::Map<String, Value>) -> Result<ShmR
 
 /// `Unable to parse '<field>': <what>`, Triton's accessor failure.
 fn unable(field: &str, what: &str) -> Error {
-    Error::new(Code::Internal, format!("Unable to parse '{field}': {what}"))
+    Error::invalid_arg(format!("Unable to parse '{field}': {what}"))
 }
 
 fn missing(field: &str) -> Error {
@@ -363,7 +396,7 @@ fn decode_request_parameters(
 ) -> Result<()> {
     let Shaped::Is(params) = params else {
         return Err(Error::new(
-            Code::Internal,
+            Code::InvalidArg,
             "failed to get request params.: attempt to get members for non-object",
         ));
     };
@@ -515,7 +548,11 @@ fn decode_input(
         None => return Err(missing("shape")),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|d| d.as_u64().ok_or_else(|| unable("shape", NON_UINT)))
+            .map(|d| {
+                // Triton's test_negative_dimensions pins this one at 500.
+                d.as_u64()
+                    .ok_or_else(|| Error::internal(format!("Unable to parse 'shape': {NON_UINT}")))
+            })
             .collect::<Result<_>>()?,
         Some(_) => return Err(unable("shape", NON_ARRAY)),
     };
@@ -618,7 +655,7 @@ fn decode_input(
             return Err(ElemError::TooMany.into_error(&name, datatype));
         }
         if got < expected {
-            return Err(Error::internal(
+            return Err(Error::invalid_arg(
                 "Failed to parse 'data' field: shape does not match true shape",
             ));
         }
@@ -668,7 +705,7 @@ fn decode_output(output: Value) -> Result<RequestedOutput> {
                 Value::Bool(false) => {}
                 _ => {
                     return Err(Error::new(
-                        Code::Internal,
+                        Code::InvalidArg,
                         format!("Unable to set 'binary_data': {NON_BOOL}"),
                     ));
                 }
@@ -695,7 +732,7 @@ fn decode_output(output: Value) -> Result<RequestedOutput> {
             "classification" => {
                 let n = value.as_u64().ok_or_else(|| {
                     Error::new(
-                        Code::Internal,
+                        Code::InvalidArg,
                         format!("Unable to set 'classification': {NON_UINT}"),
                     )
                 })?;
@@ -739,7 +776,7 @@ impl ElemError {
             ElemError::OutOfRange(v) => Error::invalid_arg(format!(
                 "Unable to parse 'data': value {v} of input '{name}' is out of range for {datatype}"
             )),
-            ElemError::TooMany => Error::internal(
+            ElemError::TooMany => Error::invalid_arg(
                 "Unable to parse 'data': Shape does not match true shape of 'data' field",
             ),
         }
@@ -1057,14 +1094,26 @@ enum RawData {
 fn parse_header(header: &[u8]) -> Result<RawRequest> {
     let mut de = serde_json::Deserializer::from_slice(header);
     let hint = header.len();
-    let parsed = RequestSeed { hint }
-        .deserialize(&mut de)
-        .and_then(|r| de.end().map(|()| r));
+    let current = RefCell::new(None);
+    let parsed = RequestSeed {
+        hint,
+        current: &current,
+    }
+    .deserialize(&mut de)
+    .and_then(|r| de.end().map(|()| r));
     parsed.map_err(|e| {
-        Error::new(
-            Code::Internal,
-            format!("failed to parse the request JSON buffer: {e}"),
-        )
+        let text = e.to_string();
+        // serde_json's own limit (128 levels of the whole document) only
+        // triggers beyond Triton's, so it is reported the same way.
+        if text.starts_with(&nesting_message()) || text.starts_with("recursion limit exceeded") {
+            return Error::invalid_arg(nesting_message());
+        }
+        let within = current
+            .into_inner()
+            .map_or_else(String::new, |name| format!("in input '{name}': "));
+        Error::invalid_arg(format!(
+            "failed to parse the request JSON buffer: {within}{text}"
+        ))
     })
 }
 
@@ -1176,18 +1225,22 @@ fn first<'de, A: MapAccess<'de>, T: serde::Deserialize<'de>>(
     Ok(())
 }
 
-struct RequestSeed {
+/// The name of the input being parsed, for a syntax error's message.
+type CurrentInput = RefCell<Option<String>>;
+
+struct RequestSeed<'a> {
     hint: usize,
+    current: &'a CurrentInput,
 }
 
-impl<'de> DeserializeSeed<'de> for RequestSeed {
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
     type Value = RawRequest;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawRequest, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for RequestSeed {
+impl<'de> Visitor<'de> for RequestSeed<'_> {
     type Value = RawRequest;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an inference request object")
@@ -1205,7 +1258,10 @@ impl<'de> Visitor<'de> for RequestSeed {
                     r.parameters = Some(map.next_value_seed(ParamsSeed)?);
                 }
                 Key::Inputs if r.inputs.is_none() => {
-                    r.inputs = Some(map.next_value_seed(InputsSeed { hint: self.hint })?);
+                    r.inputs = Some(map.next_value_seed(InputsSeed {
+                        hint: self.hint,
+                        current: self.current,
+                    })?);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -1248,18 +1304,19 @@ impl<'de> Visitor<'de> for ParamsSeed {
     }
 }
 
-struct InputsSeed {
+struct InputsSeed<'a> {
     hint: usize,
+    current: &'a CurrentInput,
 }
 
-impl<'de> DeserializeSeed<'de> for InputsSeed {
+impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
     type Value = Shaped<Vec<Shaped<RawInput>>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for InputsSeed {
+impl<'de> Visitor<'de> for InputsSeed<'_> {
     type Value = Shaped<Vec<Shaped<RawInput>>>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of inputs")
@@ -1269,25 +1326,29 @@ impl<'de> Visitor<'de> for InputsSeed {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(2));
-        while let Some(input) = seq.next_element_seed(InputSeed { hint: self.hint })? {
+        while let Some(input) = seq.next_element_seed(InputSeed {
+            hint: self.hint,
+            current: self.current,
+        })? {
             out.push(input);
         }
         Ok(Shaped::Is(out))
     }
 }
 
-struct InputSeed {
+struct InputSeed<'a> {
     hint: usize,
+    current: &'a CurrentInput,
 }
 
-impl<'de> DeserializeSeed<'de> for InputSeed {
+impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
     type Value = Shaped<RawInput>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for InputSeed {
+impl<'de> Visitor<'de> for InputSeed<'_> {
     type Value = Shaped<RawInput>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an input object")
@@ -1297,9 +1358,15 @@ impl<'de> Visitor<'de> for InputSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut input = RawInput::default();
+        self.current.replace(None);
         while let Some(key) = map.next_key_seed(KeySeed(INPUT_KEYS))? {
             match key {
-                Key::Name => first(&mut input.name, &mut map)?,
+                Key::Name => {
+                    first(&mut input.name, &mut map)?;
+                    if let Some(Value::String(name)) = &input.name {
+                        self.current.replace(Some(name.clone()));
+                    }
+                }
                 Key::Shape => first(&mut input.shape, &mut map)?,
                 Key::Datatype => first(&mut input.datatype, &mut map)?,
                 Key::Parameters => first(&mut input.parameters, &mut map)?,
@@ -1318,7 +1385,7 @@ impl<'de> Visitor<'de> for InputSeed {
                             let mut sink = TypedSink::new(dt, limit, self.hint);
                             let is_array = map.next_value_seed(ElementSeed {
                                 sink: &mut sink,
-                                top: true,
+                                depth: 0,
                             })?;
                             if is_array {
                                 RawData::Typed(sink)
@@ -1330,7 +1397,7 @@ impl<'de> Visitor<'de> for InputSeed {
                             let mut scalars: Vec<Scalar> = Vec::new();
                             let is_array = map.next_value_seed(ElementSeed {
                                 sink: &mut scalars,
-                                top: true,
+                                depth: 0,
                             })?;
                             if is_array {
                                 RawData::Generic(scalars)
@@ -1346,6 +1413,7 @@ impl<'de> Visitor<'de> for InputSeed {
                 }
             }
         }
+        self.current.replace(None);
         Ok(Shaped::Is(input))
     }
 }
@@ -1360,16 +1428,26 @@ fn known_count(shape: &Value) -> Option<u64> {
     })
 }
 
-/// Walks a `data` value: arrays (nested to any depth) are flattened into
-/// the sink; at the top, a non-array answers `false`.
+/// Walks a `data` value: arrays nested up to [`MAX_JSON_DEPTH`] levels are
+/// flattened into the sink; at the top (depth 0), a non-array answers
+/// `false`.
 struct ElementSeed<'a, S> {
     sink: &'a mut S,
-    top: bool,
+    depth: usize,
+}
+
+impl<S> ElementSeed<'_, S> {
+    fn is_top(&self) -> bool {
+        self.depth == 0
+    }
 }
 
 impl<'de, S: ElementSink> DeserializeSeed<'de> for ElementSeed<'_, S> {
     type Value = bool;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(de::Error::custom(nesting_message()));
+        }
         d.deserialize_any(self)
     }
 }
@@ -1385,7 +1463,7 @@ impl<'de, S: ElementSink> Visitor<'de> for ElementSeed<'_, S> {
         while seq
             .next_element_seed(ElementSeed {
                 sink: &mut *sink,
-                top: false,
+                depth: self.depth + 1,
             })?
             .is_some()
         {}
@@ -1393,42 +1471,42 @@ impl<'de, S: ElementSink> Visitor<'de> for ElementSeed<'_, S> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
-        if !self.top {
+        if !self.is_top() {
             self.sink.push_u64(v);
         }
         Ok(false)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
-        if !self.top {
+        if !self.is_top() {
             self.sink.push_i64(v);
         }
         Ok(false)
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<bool, E> {
-        if !self.top {
+        if !self.is_top() {
             self.sink.push_f64(v);
         }
         Ok(false)
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
-        if !self.top {
+        if !self.is_top() {
             self.sink.push_bool(v);
         }
         Ok(false)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        if !self.top {
+        if !self.is_top() {
             self.sink.push_str(v);
         }
         Ok(false)
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        if !self.top {
+        if !self.is_top() {
             self.sink.push_other();
         }
         Ok(false)
@@ -1436,7 +1514,7 @@ impl<'de, S: ElementSink> Visitor<'de> for ElementSeed<'_, S> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        if !self.top {
+        if !self.is_top() {
             self.sink.push_other();
         }
         Ok(false)

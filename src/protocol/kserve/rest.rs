@@ -414,8 +414,9 @@ impl HttpService for RestService {
                     let body = request.body;
                     return off_loop(responder, move || {
                         let done = if load {
-                            control::parse_load_request(&body)
-                                .and_then(|config| server.load_model(&model, config.as_deref()))
+                            control::parse_load_request(&body).and_then(|load| {
+                                server.load_model_files(&model, load.config.as_deref(), &load.files)
+                            })
                         } else {
                             control::parse_unload_request(&body)
                                 .and_then(|deps| server.unload_model(&model, deps))

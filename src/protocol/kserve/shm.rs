@@ -101,9 +101,9 @@ pub fn parse_cuda_register(body: &[u8]) -> Result<CudaRegister> {
 
 /// Standard base64 (RFC 4648, padding optional; line breaks and spaces
 /// skipped, as perf_analyzer wraps the handle it sends). Written here rather
-/// than taken from a crate: it decodes one 88-character handle per CUDA
-/// registration, which does not justify a dependency.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+/// than taken from a crate: it decodes CUDA handles and the files of a
+/// model load request, which do not justify a dependency.
+pub(super) fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     fn value(c: u8) -> Option<u32> {
         Some(u32::from(match c {
