@@ -58,6 +58,7 @@ class Outcome:
 @dataclass
 class Ctx:
     qa: Path
+    examples: Path
     models: Path
     work: Path
     results: Path
@@ -77,13 +78,15 @@ def log(msg):
 
 
 def export_qa(triton_repo: Path, ref: str, dest_root: Path) -> Path:
-    """The qa/ tree of `ref` in a disposable copy under target/."""
+    """The qa/ tree (and the example models) of `ref` in a disposable copy under target/."""
     if ref == "worktree":
         dest = dest_root / "worktree"
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         shutil.copytree(triton_repo / "qa", dest / "qa", symlinks=True)
+        examples = "docs/examples/model_repository"
+        shutil.copytree(triton_repo / examples, dest / examples, symlinks=True)
         shutil.copy(triton_repo / "TRITON_VERSION", dest / "TRITON_VERSION")
         return dest
     commit = subprocess.check_output(
@@ -97,7 +100,8 @@ def export_qa(triton_repo: Path, ref: str, dest_root: Path) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     tar = subprocess.check_output(
-        ["git", "-C", str(triton_repo), "archive", commit, "qa", "TRITON_VERSION"]
+        ["git", "-C", str(triton_repo), "archive", commit, "qa", "TRITON_VERSION",
+         "docs/examples/model_repository"]
     )
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         t.extractall(dest, filter="tar")
@@ -446,11 +450,12 @@ def do_run(ctx: Ctx, suite, run):
                 errors = server.error_lines()
                 ctx.notes.append(
                     f"{tag}: nereid refused to start with test.sh's flags ({e});"
-                    " the tests ran with --exit-on-error=false. Its errors: "
+                    " the tests ran with --exit-on-error=false --strict-readiness=false. Its errors: "
                     + (" | ".join(errors) or "none logged")
                 )
                 log(f"    nereid refused to start; again with --exit-on-error=false: {e}")
-                server = Server(ctx, args + ["--exit-on-error=false"], server_env,
+                fallback = ["--exit-on-error=false", "--strict-readiness=false"]
+                server = Server(ctx, args + fallback, server_env,
                                 logs / f"{tag}.server.log")
                 try:
                     state = server.start()
@@ -574,6 +579,7 @@ def main():
     commit = src.name
     ctx = Ctx(
         qa=src / "qa",
+        examples=src / "docs" / "examples" / "model_repository",
         models=base / "models" / commit,
         work=base / "repos",
         results=Path(os.environ.get("TRITON_QA_RESULTS") or base / "results"),

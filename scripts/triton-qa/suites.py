@@ -20,6 +20,8 @@ NO_PYTHON = "needs Triton's Python backend (nereid has none)"
 NO_TORCH = "needs the PyTorch (libtorch) backend (nereid has none)"
 NO_TRT = "needs TensorRT (plan) models (nereid has no TensorRT backend)"
 NO_NGINX = "needs an nginx reverse proxy doing basic auth in front of the server (not a server feature)"
+# Python-backend models in Triton's tree whose model.py returns its inputs.
+PYTHON_IDENTITIES = {"simple_identity", "string_identity"}
 DELAY_HOOK = "needs Triton's internal TRITONSERVER_DELAY_SCHEDULER hook (holds requests in the scheduler)"
 
 
@@ -68,8 +70,42 @@ class Builder:
                 self._copy(p, p.name)
 
     def nereid(self, model, name=None):
-        """nereid's built-in stand-in for a docs/examples model."""
+        """nereid's own model of that name (model_repository/)."""
         return self._copy(self.ctx.nereid_models / model, name or model)
+
+    def example(self, model, name=None):
+        """A docs/examples model, as Dockerfile.QA copies them into qa/.
+
+        Before Triton 2.5x these are TensorFlow graphs, which nereid cannot
+        run; nereid's built-in model of the same name and interface stands in.
+        """
+        src = self.ctx.examples / model
+        config = (src / "config.pbtxt").read_text()
+        if re.search(r'^platform:\s*"tensorflow', config, re.M):
+            return self.nereid(model, name)
+        dst = self._copy(src, name or model)
+        if model in PYTHON_IDENTITIES and re.search(r'^backend:\s*"python"', config, re.M):
+            self.python_identity(dst.name)
+        return dst
+
+    def python_identity(self, model):
+        """A Python-backend model whose model.py is an identity: nereid's
+        built-in identity backend is the same model."""
+        self.sub(model, r'^backend:\s*"python"', 'backend: "identity"')
+        self.remove(f"{model}/1/model.py")
+        (self.repo / model / "1").mkdir(exist_ok=True)
+
+    def string_dyna_sequence(self):
+        """test.sh's simple_string_dyna_sequence: the dyna_sequence custom
+        backend (built into nereid) with a string CORRID."""
+        m = "simple_string_dyna_sequence"
+        self.example("simple_dyna_sequence", m)
+        self.sub(m, "simple_dyna_sequence", m)
+        self.sub(m, r"^platform: .*", 'backend: "dyna_sequence"')
+        self.edit(m, lambda t: re.sub(r"(CONTROL_SEQUENCE_CORRID[^\n]*\n\s*)data_type:[^\n]*",
+                                      r"\1data_type: TYPE_STRING", t))
+        self.remove(f"{m}/1/model.onnx")
+        self.remove(f"{m}/1/model.graphdef")
 
     def qa(self, path, name=None):
         """A model directory shipped in Triton's qa/ tree."""
@@ -107,14 +143,18 @@ def R(*extra):
 # ------------------------------------------------------------------ L0_http
 
 
+DENSENET = (
+    "counts densenet_onnx in the repository index: Dockerfile.QA copies it from docs/examples, "
+    "whose weights fetch_models.sh downloads from outside any package registry (not available here)"
+)
+
+
 def http_models(b: Builder):
-    # Dockerfile.QA copies docs/examples' simple* models into L0_http/models;
-    # those are TensorFlow graphs, nereid's built-ins of the same names stand in.
+    # Dockerfile.QA copies these docs/examples models into L0_http/models
+    # (and densenet_onnx, left out: see DENSENET).
     for m in ("simple", "simple_dyna_sequence", "simple_identity", "simple_sequence", "simple_string"):
-        b.nereid(m)
-    # test.sh turns simple_dyna_sequence into the dyna_sequence custom
-    # backend with a string CORRID; nereid's built-in of that name is it.
-    b.nereid("simple_string_dyna_sequence")
+        b.example(m)
+    b.string_dyna_sequence()
 
 
 def http_unit_models(b: Builder):
@@ -132,15 +172,15 @@ def http_unit_models(b: Builder):
         "    preferred_batch_size: [ 8 ]\n    default_queue_policy {\n"
         "        max_queue_size: 1\n    }\n}",
     )
-    b.nereid("simple_identity")
-    b.nereid("simple_identity", "simple_identity_int64")
+    b.example("simple_identity")
+    b.example("simple_identity", "simple_identity_int64")
     b.sub("simple_identity_int64", "TYPE_STRING", "TYPE_INT64")
     b.sub("simple_identity_int64", "simple_identity", "simple_identity_int64")
 
 
 def http_size_models(b: Builder):
     b.gen("qa_identity_model_repository", "onnx_zero_1_float32")
-    b.nereid("simple_identity")
+    b.example("simple_identity")
 
 
 SIZE_DEFAULT = [
@@ -168,6 +208,7 @@ L0_HTTP = Suite(
             http_models,
             R("--allow-client-shm=true"),
             ["python_http_aio_test.py"],
+            excluded=[("python_http_aio_test.py::TestHttpAioClient::test_get_model_repository_index", DENSENET)],
         ),
         Run(
             "http_test",
@@ -216,19 +257,18 @@ L0_HTTP = Suite(
 
 def grpc_models(b: Builder):
     for m in ("simple", "simple_dyna_sequence", "simple_int8", "simple_identity", "simple_sequence",
-              "simple_string", "simple_string_dyna_sequence"):
-        b.nereid(m)
+              "simple_string"):
+        b.example(m)
+    b.string_dyna_sequence()
 
 
 def grpc_test_models(b: Builder):
-    b.nereid("simple")
+    b.example("simple")
     # qa/python_models/string_identity is a Python-backend identity for one
     # BYTES tensor; nereid's built-in identity backend is the same model.
     b.qa("python_models/string_identity")
-    b.sub("string_identity", r'backend: "python"', 'backend: "identity"')
     b.sub("string_identity", r"dims: \[ 1 \]", "dims: [ -1 ]")
-    (b.repo / "string_identity" / "1").mkdir(exist_ok=True)
-    b.remove("string_identity/model.py")
+    b.python_identity("string_identity")
 
 
 L0_GRPC = Suite(
@@ -236,7 +276,13 @@ L0_GRPC = Suite(
     "L0_grpc",
     [
         Run("grpc_test", grpc_test_models, R(), ["python_unit_test.py::GrpcTest"]),
-        Run("aio", grpc_models, R("--allow-client-shm=true"), ["python_grpc_aio_test.py"]),
+        Run(
+            "aio",
+            grpc_models,
+            R("--allow-client-shm=true"),
+            ["python_grpc_aio_test.py"],
+            excluded=[("python_grpc_aio_test.py::TestGrpcAioClient::test_get_model_repository_index", DENSENET)],
+        ),
         Run(
             "restricted",
             grpc_models,
@@ -273,7 +319,7 @@ SHM_TESTS = [
 
 
 def shm_models(b: Builder):
-    b.nereid("simple")
+    b.example("simple")
 
 
 def shm_large_models(b: Builder):
@@ -517,42 +563,65 @@ SEQ_NO_DELAY = [
 ]
 
 
-def seq_models(b: Builder, trial):
-    """models<trial>: the ONNX sequence models test.sh copies for it."""
-    sr = "qa_sequence_model_repository"
-    for dtype in ("int32", "object", "bool"):
-        for nb in (["nobatch_"] if trial == "0" else [""]):
-            m = f"onnx_{nb}sequence_{dtype}"
-            if (b.ctx.models / sr / m).is_dir():
-                b.gen(sr, m)
-    if trial == "0":
-        return
-    for cfg in b.repo.glob("*/config.pbtxt"):
+SEQ_DELAY = [
+    "test_backlog_fill",
+    "test_backlog_fill_no_end",
+    "test_backlog_same_correlation_id",
+    "test_backlog_same_correlation_id_no_end",
+    "test_backlog_sequence_timeout",
+    "test_half_batch",
+    "test_skip_batch",
+    "test_full_batch",
+    "test_ragged_batch",
+    "test_backlog",
+]
+SEQ_QUEUE_DELAY = [
+    "test_queue_delay_no_min_util",
+    "test_queue_delay_half_min_util",
+    "test_queue_delay_full_min_util",
+]
+# test.sh's model trials: directory suffix, max_batch_size, instance count.
+SEQ_TRIALS = (("0", None, 4), ("1", 4, 1), ("2", 2, 2), ("4", 1, 4), ("v", 4, 1))
+
+
+def seq_models(b: Builder, trial, max_batch, count):
+    """models<trial>: the ONNX sequence models (int32, bool) and their ensembles."""
+    repo = "qa_variable_sequence_model_repository" if trial == "v" else "qa_sequence_model_repository"
+    nb = "nobatch_" if trial == "0" else ""
+    for dtype in ("int32", "bool"):
+        b.gen(repo, f"onnx_{nb}sequence_{dtype}")
+    b.gen_glob(f"qa_ensemble_model_repository/{repo}", f"*_onnx_{nb}sequence_int32")
+    for cfg in sorted(b.repo.glob("*/config.pbtxt")):
         m = cfg.parent.name
-        b.sub(m, r"kind: KIND_GPU", "kind: KIND_CPU")
-        b.sub(m, r"kind: KIND_CPU\s*\n?", f"kind: KIND_CPU\ncount: {trial}\n", count=1)
+        if max_batch is not None:
+            b.sub(m, r"^max_batch_size:.*", f"max_batch_size: {max_batch}")
+        b.sub(m, r"kind: KIND_GPU", f"kind: KIND_GPU\ncount: {count}")
+        b.sub(m, r"kind: KIND_CPU", f"kind: KIND_CPU\ncount: {count}")
+    # The ensembles' nop_* steps (test.sh moves them to KIND_GPU; with no
+    # GPU here they stay on the CPU).
+    b.gen_glob("qa_ensemble_model_repository/qa_sequence_model_repository", "nop_*")
+    b.nop_version_dirs()
 
 
 def _seq_runs():
     runs = []
-    for trial, no_batching, instances in (("0", "1", "1"), ("1", "0", "1"), ("2", "0", "2"), ("4", "0", "4")):
+    for trial, max_batch, count in SEQ_TRIALS:
+        instances = 4 if trial == "0" else (1 if trial == "v" else int(trial))
         for t in SEQ_NO_DELAY:
             runs.append(
                 Run(
                     f"{t}.models{trial}",
-                    lambda b, trial=trial: seq_models(b, trial),
+                    lambda b, trial=trial, mb=max_batch, c=count: seq_models(b, trial, mb, c),
                     R(),
                     [f"sequence_batcher_test.py::SequenceBatcherTest::{t}"],
                     env={
                         "BACKENDS": "onnx",
-                        "ENSEMBLES": "0",
-                        "NO_BATCHING": no_batching,
-                        "MODEL_INSTANCES": instances,
-                        "BATCHER_TYPE": "FIXED",
+                        "ENSEMBLES": "1",
+                        "NO_BATCHING": "1" if trial == "0" else "0",
+                        "MODEL_INSTANCES": str(instances),
+                        "BATCHER_TYPE": "VARIABLE" if trial == "v" else "FIXED",
                         "IMPLICIT_STATE": "0",
                         "INITIAL_STATE_FILE": "0",
-                        "TRITONSERVER_DELAY_SCHEDULER": "0",
-                        "TRITONSERVER_BACKLOG_DELAY_SCHEDULER": "0",
                     },
                 )
             )
@@ -562,11 +631,15 @@ def _seq_runs():
             lambda b: None,
             R(),
             [],
-            excluded=[
-                ("sequence_batcher_test.py (tests with TRITONSERVER_DELAY_SCHEDULER / "
-                 "TRITONSERVER_BACKLOG_DELAY_SCHEDULER)", DELAY_HOOK),
-                ("sequence_batcher_test.py (plan, libtorch, python, custom sequence models)",
-                 "backends nereid lacks (TensorRT, PyTorch, Python, custom sequence backend)"),
+            excluded=[(f"sequence_batcher_test.py::SequenceBatcherTest::{t}", DELAY_HOOK)
+                      for t in SEQ_DELAY + SEQ_QUEUE_DELAY]
+            + [
+                ("sequence_batcher_test.py (plan, libtorch, python, custom_sequence_int32 models; "
+                 "implicit-state and initial-state passes)",
+                 "backends nereid lacks (TensorRT, PyTorch, Python; the custom sequence backend) and "
+                 "test.sh passes with IMPLICIT_STATE=1, left for a later issue"),
+                ("sequence_batcher_test.py request_timeout / test_sequence_*timeout sections of test.sh",
+                 "need the custom sequence backend or TRITONSERVER_DELAY_SCHEDULER"),
             ],
         )
     )

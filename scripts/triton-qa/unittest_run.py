@@ -88,9 +88,20 @@ class Recorder(unittest.TextTestResult):
 
     def addSubTest(self, test, subtest, err):
         super().addSubTest(test, subtest, err)
-        if err is not None:
-            kind = "failed" if issubclass(err[0], test.failureException) else "error"
-            self._add(subtest, kind, self._message(err))
+        if err is None:
+            return
+        # A test counts once, however many of its subtests fail: the
+        # failures are listed under it.
+        kind = "failed" if issubclass(err[0], test.failureException) else "error"
+        msg = f"{subtest._subDescription()}: {self._message(err)}"
+        last = self.records[-1] if self.records else None
+        if last and last["test"] == self._id(test):
+            last["message"] = (last["message"] + " ; " + msg)[:1000]
+            self.out.write_text(json.dumps(self.records, indent=1))
+        else:
+            self.started[test.id()] = self.started.get(test.id(), time.monotonic())
+            self._add(test, kind, msg)
+            self.started[test.id()] = time.monotonic()
 
 
 def flatten(suite):
