@@ -373,7 +373,7 @@ def run_tests(ctx: Ctx, suite, run, server_env, result_path: Path, test_log: Pat
                         " killed (tests not reported did not finish)",
                     )
                 )
-            elif not got:
+            elif not got and not ctx.keyword:
                 got.append(
                     Outcome(
                         suite.name, run.name, f"{file} {' '.join(names)}".strip(), "error",
