@@ -243,6 +243,14 @@ L0_HTTP = Suite(
             excluded=[("http_basic_auth_test.py", NO_NGINX)],
         ),
         Run(
+            "not_in_aim",
+            http_models,
+            R(),
+            [],
+            excluded=[("http_restricted_api_test.py",
+                       "not in the issue's list (needs --http-restricted-api; add a Run to measure it)")],
+        ),
+        Run(
             "generate",
             http_models,
             R(),
@@ -282,6 +290,16 @@ L0_GRPC = Suite(
             R("--allow-client-shm=true"),
             ["python_grpc_aio_test.py"],
             excluded=[("python_grpc_aio_test.py::TestGrpcAioClient::test_get_model_repository_index", DENSENET)],
+        ),
+        Run(
+            "not_in_aim",
+            grpc_models,
+            R(),
+            [],
+            excluded=[
+                ("grpc_client_plugin_test.py", "not in the issue's list (add a Run to measure it)"),
+                ("grpc_basic_auth_test.py", NO_NGINX),
+            ],
         ),
         Run(
             "restricted",
@@ -526,6 +544,19 @@ def batcher_var_models(b: Builder):
     )
 
 
+def batcher_queue_delay_models(b: Builder):
+    """test.sh's custom_models: Triton's identity backend (built into
+    nereid) with execute_delay_ms 100; KIND_GPU there, KIND_CPU here (no GPU)."""
+    c = "custom_zero_1_float32"
+    b.qa(f"custom_models/{c}")
+    (b.repo / c / "1").mkdir(exist_ok=True)
+    b.sub(c, r"dims:.*\[.*\]", "dims: [ -1 ]")
+    b.sub(c, r"max_batch_size:.*", "max_batch_size: 100")
+    b.append(c, "dynamic_batching { max_queue_delay_microseconds: 0}")
+    b.append(c, "instance_group [ { kind: KIND_CPU } ]")
+    b.append(c, 'parameters [\n{ key: "execute_delay_ms"; value: { string_value: "100" }}\n]')
+
+
 def _batcher_runs():
     runs = []
     for kind, build in (("FIXED", batcher_models), ("VARIABLE", batcher_var_models)):
@@ -552,9 +583,16 @@ def _batcher_runs():
                 env={"BACKENDS": "onnx", "BATCHER_TYPE": "VARIABLE"},
             )
         )
-    excl += [(f"batcher_test.py::BatcherTest::{t}",
-              "needs the custom_models/custom_zero_1_float32 ragged model on KIND_GPU or libtorch/python models "
-              "(test.sh's later sections)") for t in BATCHER_QUEUE_DELAY_ONLY]
+    for t, delay in zip(BATCHER_QUEUE_DELAY_ONLY, ("0", "20000")):
+        runs.append(
+            Run(
+                f"{t}.custom",
+                batcher_queue_delay_models,
+                R(),
+                [f"batcher_test.py::BatcherTest::{t}"],
+                env={"BACKENDS": "onnx", "BATCHER_TYPE": "FIXED", "MAX_QUEUE_DELAY_MICROSECONDS": delay},
+            )
+        )
     runs.append(Run("left_out", batcher_models, R(), [], excluded=excl))
     return runs
 
@@ -606,7 +644,9 @@ def seq_models(b: Builder, trial, max_batch, count):
         m = cfg.parent.name
         if max_batch is not None:
             b.sub(m, r"^max_batch_size:.*", f"max_batch_size: {max_batch}")
-        b.sub(m, r"kind: KIND_GPU", f"kind: KIND_GPU\ncount: {count}")
+        # The generated ONNX sequence models ask for KIND_GPU; with no GPU
+        # here (tritonserver would refuse them too) they run on the CPU.
+        b.sub(m, r"kind: KIND_GPU", "kind: KIND_CPU")
         b.sub(m, r"kind: KIND_CPU", f"kind: KIND_CPU\ncount: {count}")
     # The ensembles' nop_* steps (test.sh moves them to KIND_GPU; with no
     # GPU here they stay on the CPU).
