@@ -58,12 +58,7 @@ onnx_spec="onnx${onnx_version:+==$onnx_version}"
 
 # The client's virtual environment, one per tritonclient release, from PyPI.
 env="$NEREID_ROOT/target/qa-pyenv-$client_version"
-numpy_spec=numpy
-# tritonclient before 2.55 and the generators of its time need numpy 1.
-if [[ "$(printf '%s\n2.55.0\n' "$client_version" | sort -V | head -1)" != 2.55.0 ]]; then
-	numpy_spec='numpy<2'
-fi
-requirements="tritonclient[all]==$client_version $numpy_spec $onnx_spec pytest pytest-timeout requests psutil"
+requirements="tritonclient[all]==$client_version numpy $onnx_spec pytest pytest-timeout requests psutil"
 stamp="$env/.requirements"
 if [[ ! -x "$env/bin/python" ]]; then
 	python3 -m venv "$env" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
