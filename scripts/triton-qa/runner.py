@@ -78,15 +78,15 @@ def log(msg):
 
 
 def export_qa(triton_repo: Path, ref: str, dest_root: Path) -> Path:
-    """The qa/ tree (and the example models) of `ref` in a disposable copy under target/."""
+    """What the suites need of `ref` (suites.TRITON_PATHS), in a disposable copy under target/."""
     if ref == "worktree":
         dest = dest_root / "worktree"
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        shutil.copytree(triton_repo / "qa", dest / "qa", symlinks=True)
-        examples = "docs/examples/model_repository"
-        shutil.copytree(triton_repo / examples, dest / examples, symlinks=True)
+        for path in suites.TRITON_PATHS:
+            if (triton_repo / path).exists():
+                shutil.copytree(triton_repo / path, dest / path, symlinks=True)
         shutil.copy(triton_repo / "TRITON_VERSION", dest / "TRITON_VERSION")
         return dest
     commit = subprocess.check_output(
@@ -100,8 +100,10 @@ def export_qa(triton_repo: Path, ref: str, dest_root: Path) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     tar = subprocess.check_output(
-        ["git", "-C", str(triton_repo), "archive", commit, "qa", "TRITON_VERSION",
-         "docs/examples/model_repository"]
+        ["git", "-C", str(triton_repo), "archive", commit, "TRITON_VERSION", "--",
+         *[p for p in suites.TRITON_PATHS
+           if subprocess.call(["git", "-C", str(triton_repo), "cat-file", "-e", f"{commit}:{p}"],
+                              stderr=subprocess.DEVNULL) == 0]]
     )
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         t.extractall(dest, filter="tar")

@@ -809,6 +809,18 @@ L0_CLIENT_TIMEOUT = Suite(
     ],
 )
 
+# What the runner takes from Triton's repository: the suites, the shared
+# qa/ code and model directories they use, and the example models.
+TRITON_PATHS = [
+    "qa/common",
+    "qa/custom_models",
+    "qa/python_models",
+    "qa/ensemble_models",
+    "docs/examples/model_repository",
+] + [f"qa/{s.dir}" for s in (
+    L0_HTTP, L0_GRPC, L0_SHARED_MEMORY, L0_INFER, L0_INFER_ZERO, L0_BATCHER,
+    L0_SEQUENCE_BATCHER, L0_LOGGING, L0_INPUT_VALIDATION, L0_CLIENT_TIMEOUT)]
+
 SUITES = {
     s.name: s
     for s in (
