@@ -9,10 +9,15 @@
 #      adversarial HTTP/2 (tests/python, in a venv
 #      at target/pyenv that this script creates) and the curl suite
 #      (tests/curl/run.sh); then a clean SIGTERM shutdown
-#   4. a short bounded run of every fuzz target (scripts/fuzz.sh)
+#   4. Triton's own QA tests against the release binary (scripts/triton-qa.sh),
+#      only when TRITON_SERVER_REPO names a local copy of Triton's server
+#      repository; otherwise reported as skipped
+#   5. a short bounded run of every fuzz target (scripts/fuzz.sh)
 #
 # Environment:
 #   FUZZ_SECONDS   seconds per fuzz target (default 30; 0 skips fuzzing)
+#   TRITON_SERVER_REPO  a local copy of Triton's server repository: run its
+#                  QA tests too (scripts/triton-qa.sh)
 #   PYTEST_ARGS    extra arguments for pytest (e.g. "-k datatypes -x")
 #   SKIP_LINT=1    skip fmt and clippy (local iteration only)
 #   NEREID_BIN     serve with this binary instead of target/release/nereid
@@ -147,6 +152,17 @@ if ((failures > failures_before_e2e)); then
 	echo
 	echo "--- server log tail ($E2E/server.log) ---"
 	tail -n 60 "$E2E/server.log"
+fi
+
+# Triton's own QA tests (scripts/triton-qa.sh) need a local copy of
+# Triton's server repository and about 12 minutes: run only when
+# TRITON_SERVER_REPO names one, and say so otherwise.
+if [[ -n "${TRITON_SERVER_REPO:-}" ]]; then
+	step "Triton's QA suite (scripts/triton-qa.sh, $TRITON_SERVER_REPO)"
+	if NEREID_BIN="$BIN" bash scripts/triton-qa.sh; then record "Triton QA suite" ok; else record "Triton QA suite" FAILED; fi
+else
+	record "Triton QA suite" "ok (skipped: TRITON_SERVER_REPO is not set)"
+	echo "Triton QA suite: skipped: TRITON_SERVER_REPO is not set (a local copy of Triton's server repository)"
 fi
 
 if ((FUZZ_SECONDS > 0)); then
