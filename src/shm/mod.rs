@@ -228,39 +228,36 @@ impl Registry {
         byte_size: u64,
     ) -> Result<()> {
         self.check_allowed()?;
+        // Triton's order: a name already in use, then the handle; a handle
+        // that does not open answers its generic "invalid args" (with our
+        // detail after it), and the size is checked against what opened.
+        if self.lock().contains_key(name) {
+            return Err(already(name));
+        }
+        let invalid = |detail: &str| {
+            Error::invalid_arg(format!(
+                "failed to register CUDA shared memory region '{name}': failed to register shared memory region: invalid args ({detail})"
+            ))
+        };
+        if raw_handle.len() != 64 {
+            return Err(invalid(&format!(
+                "'raw_handle' must be a valid cudaIpcMemHandle_t (64 bytes), got {} bytes",
+                raw_handle.len()
+            )));
+        }
+        let device = i32::try_from(device_id)
+            .map_err(|_| invalid(&format!("invalid device id {device_id}")))?;
+        let map = (self.open_cuda)(device, raw_handle).map_err(|e| invalid(e.message()))?;
         if name.is_empty() {
             return Err(Error::invalid_arg(
                 "'region name' is necessary to register cuda shared memory region",
             ));
         }
-        if raw_handle.len() != 64 {
-            return Err(Error::invalid_arg(format!(
-                "'raw_handle' must be a valid cudaIpcMemHandle_t (64 bytes), got {} bytes",
-                raw_handle.len()
-            )));
-        }
-        let device = i32::try_from(device_id).map_err(|_| {
-            Error::invalid_arg(format!(
-                "failed to register CUDA shared memory region '{name}': invalid device id {device_id}"
-            ))
-        })?;
         if byte_size == 0 {
             return Err(Error::invalid_arg(format!(
                 "failed to register CUDA shared memory region '{name}': byte_size must be greater than 0"
             )));
         }
-        if self.lock().contains_key(name) {
-            return Err(already(name));
-        }
-        let map = (self.open_cuda)(device, raw_handle).map_err(|e| {
-            Error::new(
-                e.code(),
-                format!(
-                    "failed to register CUDA shared memory region '{name}': {}",
-                    e.message()
-                ),
-            )
-        })?;
         if byte_size > map.allocation_len() as u64 {
             return Err(Error::invalid_arg(format!(
                 "failed to register CUDA shared memory region '{name}': byte_size {byte_size} exceeds the {} bytes of the allocation the handle names",

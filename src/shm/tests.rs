@@ -260,6 +260,18 @@ fn cuda_regions_give_device_bytes_and_check_the_allocation() {
     let r = registry();
     let e = r.register_cuda("g", &[8; 10], 0, 8).unwrap_err();
     assert!(e.message().contains("64 bytes"), "{e}");
+    // Triton's order and wording: the handle is tried before the name and
+    // the size, and a handle that does not open is its generic
+    // "invalid args" (tritonclient's aio test matches on it).
+    let e = r.register_cuda("", &[], 0, 0).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArg);
+    assert!(
+        e.message()
+            .contains("failed to register shared memory region: invalid args"),
+        "{e}"
+    );
+    let e = r.register_cuda("", &[16; 64], 0, 16).unwrap_err();
+    assert!(e.message().contains("'region name' is necessary"), "{e}");
     let e = r.register_cuda("g", &[8; 64], 3, 8).unwrap_err();
     assert!(e.message().contains("no GPU 3"), "{e}");
     let e = r.register_cuda("g", &[8; 64], 0, 9).unwrap_err();

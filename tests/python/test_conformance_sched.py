@@ -359,6 +359,23 @@ def test_registration_errors_in_tritons_order(http):
         shm.destroy_shared_memory_region(handle)
 
 
+def test_cuda_registration_tries_the_handle_first(http, grpc):
+    """Triton's order for CUDA regions: the handle is opened before the
+    name or the size is looked at, and one that does not open (here an
+    empty one, on any machine) is Triton's generic 'invalid args', which
+    tritonclient's aio test matches."""
+    # The HTTP client puts the (base64) handle into JSON as it is given; an
+    # empty name has no HTTP route, so HTTP names its region.
+    for client, name, empty_handle in ((http, "cuda_empty", ""), (grpc, "", b"")):
+        with pytest.raises(
+            InferenceServerException,
+            match="failed to register shared memory region.*invalid args",
+        ) as e:
+            client.register_cuda_shared_memory(name, empty_handle, 0, 0)
+        assert "'region name'" not in str(e.value)
+        assert e.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), e.value.status()
+
+
 FORGED = "I0205 18:34:18.707423 1 file.cc:123] \"THIS ENTRY WAS INJECTED\""
 
 
