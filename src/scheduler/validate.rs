@@ -136,6 +136,11 @@ pub fn validate(config: &ModelConfig, request: &InferRequest) -> Result<Vec<Stri
         )));
     }
 
+    // BYTES inputs have their elements counted after every other check,
+    // last input first: Triton walks a request's inputs in its hash map's
+    // order, which for a few inputs is the reverse of arrival, and its tests
+    // pin the input that names (L0_input_validation).
+    let mut bytes_inputs: Vec<&Tensor> = Vec::new();
     for t in &request.inputs {
         let c = config
             .input
@@ -181,10 +186,52 @@ pub fn validate(config: &ModelConfig, request: &InferRequest) -> Result<Vec<Stri
         }
         match request.bindings.device_input(&t.name) {
             Some(device) => check_device_size(&p, model, t, device.len())?,
+            None if t.datatype == DataType::Bytes => bytes_inputs.push(t),
             None => check_data_size(&p, model, t)?,
         }
     }
+    for t in bytes_inputs.into_iter().rev() {
+        check_bytes_input(&p, model, t)?;
+    }
     Ok(outputs)
+}
+
+/// A BYTES input must hold exactly the elements its shape calls for, each a
+/// 4-byte length and that many bytes. Counting stops at the first element
+/// too many, as Triton's does, and the messages are Triton's.
+fn check_bytes_input(p: &str, model: &str, t: &Tensor) -> Result<()> {
+    let name = &t.name;
+    let expected = element_count(&t.shape)?;
+    let mut rest = &t.data[..];
+    let mut checked: u64 = 0;
+    while !rest.is_empty() {
+        let Some((len, after)) = rest.split_first_chunk::<4>() else {
+            return Err(Error::invalid_arg(format!(
+                "{p}incomplete string length indicator for inference input '{name}' for model '{model}', expecting 4 bytes but only {} bytes available",
+                rest.len()
+            )));
+        };
+        checked += 1;
+        if checked > expected {
+            return Err(Error::invalid_arg(format!(
+                "{p}unexpected number of string elements {checked} for inference input '{name}' for model '{model}', expecting {expected}"
+            )));
+        }
+        let len = u32::from_le_bytes(*len) as usize;
+        if after.len() < len {
+            return Err(Error::invalid_arg(format!(
+                "{p}incomplete string data for inference input '{name}' for model '{model}', expecting string of length {len} but only {} bytes available",
+                after.len()
+            )));
+        }
+        rest = &after[len..];
+    }
+    if checked != expected {
+        return Err(Error::invalid_arg(format!(
+            "{p}expected {expected} string elements for inference input '{name}' for model '{model}', got {checked}"
+        )));
+    }
+    Ok(())
 }
 
 /// What `name` is when the sequence batcher supplies it: a control input
@@ -426,4 +473,78 @@ pub fn collect_outputs(
         out.push(t);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::proto::ModelInput;
+    use crate::core::tensor::push_bytes_element;
+    use bytes::Bytes;
+
+    fn strings(name: &str, shape: Vec<i64>, n: usize) -> Tensor {
+        let mut data = Vec::new();
+        for i in 0..n {
+            push_bytes_element(&mut data, i.to_string().as_bytes());
+        }
+        // Built as the decoders build it: unchecked, validation's job.
+        Tensor {
+            name: name.into(),
+            datatype: DataType::Bytes,
+            shape,
+            data: Bytes::from(data),
+        }
+    }
+
+    fn check(inputs: Vec<Tensor>) -> String {
+        let config = ModelConfig {
+            name: "m".into(),
+            input: ["INPUT0", "INPUT1"]
+                .map(|name| ModelInput {
+                    name: name.into(),
+                    data_type: DataType::Bytes.config_enum(),
+                    dims: vec![-1],
+                    ..Default::default()
+                })
+                .into(),
+            ..Default::default()
+        };
+        let request = InferRequest {
+            inputs,
+            ..Default::default()
+        };
+        validate(&config, &request)
+            .unwrap_err()
+            .message()
+            .to_owned()
+    }
+
+    #[test]
+    fn bytes_element_counts_name_the_last_input_first_in_tritons_words() {
+        assert_eq!(
+            check(vec![
+                strings("INPUT0", vec![4], 2),
+                strings("INPUT1", vec![4], 2)
+            ]),
+            "expected 4 string elements for inference input 'INPUT1' for model 'm', got 2"
+        );
+        assert_eq!(
+            check(vec![
+                strings("INPUT0", vec![4], 6),
+                strings("INPUT1", vec![4], 4)
+            ]),
+            "unexpected number of string elements 5 for inference input 'INPUT0' for model 'm', expecting 4"
+        );
+        let mut cut = strings("INPUT1", vec![1], 1);
+        cut.data = cut.data.slice(..cut.data.len() - 1);
+        assert_eq!(
+            check(vec![strings("INPUT0", vec![1], 1), cut.clone()]),
+            "incomplete string data for inference input 'INPUT1' for model 'm', expecting string of length 1 but only 0 bytes available"
+        );
+        cut.data = Bytes::from_static(&[1, 0]);
+        assert_eq!(
+            check(vec![strings("INPUT0", vec![1], 1), cut]),
+            "incomplete string length indicator for inference input 'INPUT1' for model 'm', expecting 4 bytes but only 2 bytes available"
+        );
+    }
 }

@@ -6,7 +6,9 @@
 //! requested class count, capped by the number of entries. Values print as
 //! C's `std::to_string` prints them (six decimals for floats), as Triton
 //! does; the label is the line of the output's `label_filename` at that
-//! index, when there is one and it is not empty. Ties keep index order.
+//! index, when there is one and it is not empty. An ensemble output without
+//! a `label_filename` of its own takes the labels of the composing model
+//! output that produces it, as Triton does. Ties keep index order.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -16,6 +18,8 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::Bytes;
 use half::{bf16, f16};
 
+use crate::core::proto::ModelConfig;
+use crate::core::proto::inference::model_config::SchedulingChoice;
 use crate::core::tensor::push_bytes_element;
 use crate::core::{DataType, Error, Result, Tensor};
 use crate::repository::LoadedModel;
@@ -177,42 +181,92 @@ pub struct LabelCache {
 }
 
 impl LabelCache {
-    /// The labels of output `output` of `model`, if its configuration names
-    /// a label file.
+    /// The labels of output `output` of `model`: those of the label file
+    /// its configuration names; for an ensemble output that names none,
+    /// those of the composing model output that produces it (as Triton,
+    /// which fills an ensemble's missing labels from its steps), found
+    /// through `composing` (model name and version, -1 for the highest).
     pub fn labels(
         &self,
         model: &Arc<LoadedModel>,
         output: &str,
+        composing: &dyn Fn(&str, i64) -> Option<Arc<LoadedModel>>,
     ) -> Result<Option<Arc<Vec<String>>>> {
-        let key = (model.name.clone(), model.version);
-        let mut entries = self
-            .entries
+        if let Some(found) = self.cached(model, output) {
+            return Ok(found);
+        }
+        // Read without the lock held: a composing model's labels are looked
+        // up (and cached) through this same cache.
+        // A name the configuration lacks is refused later, when the request
+        // is validated; it is not cached, so clients cannot grow the cache.
+        let Some(config) = model.config.output.iter().find(|o| o.name == output) else {
+            return Ok(None);
+        };
+        let file = Some(config.label_filename.as_str()).filter(|f| !f.is_empty());
+        let labels = match file {
+            Some(f) => Some(Arc::new(read_labels(&model.model_path.join(f))?)),
+            None => match producer(&model.config, output) {
+                Some((name, version, produced)) => match composing(name, version) {
+                    Some(step) => self.labels(&step, produced, composing)?,
+                    None => None,
+                },
+                None => None,
+            },
+        };
+        let mut entries = self.lock();
+        let slot = Self::slot(&mut entries, model);
+        slot.1.insert(output.to_owned(), labels.clone());
+        Ok(labels)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), VersionLabels>> {
+        self.entries
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached labels of `output` of `model`, if they were looked up for
+    /// this loaded version.
+    fn cached(&self, model: &Arc<LoadedModel>, output: &str) -> Option<Option<Arc<Vec<String>>>> {
+        let mut entries = self.lock();
         entries.retain(|_, (weak, _)| weak.strong_count() > 0);
+        Self::slot(&mut entries, model).1.get(output).cloned()
+    }
+
+    /// The entry of `model`, emptied when it was kept for an earlier load
+    /// of the same name and version.
+    fn slot<'a>(
+        entries: &'a mut HashMap<(String, i64), VersionLabels>,
+        model: &Arc<LoadedModel>,
+    ) -> &'a mut VersionLabels {
         let slot = entries
-            .entry(key)
+            .entry((model.name.clone(), model.version))
             .or_insert_with(|| (Arc::downgrade(model), HashMap::new()));
         if !Weak::ptr_eq(&slot.0, &Arc::downgrade(model)) {
             *slot = (Arc::downgrade(model), HashMap::new());
         }
-        if let Some(found) = slot.1.get(output) {
-            return Ok(found.clone());
-        }
-        let file = model
-            .config
-            .output
-            .iter()
-            .find(|o| o.name == output)
-            .map(|o| o.label_filename.as_str())
-            .filter(|f| !f.is_empty());
-        let labels = match file {
-            Some(f) => Some(Arc::new(read_labels(&model.model_path.join(f))?)),
-            None => None,
-        };
-        slot.1.insert(output.to_owned(), labels.clone());
-        Ok(labels)
+        slot
     }
+}
+
+/// The ensemble step that produces ensemble tensor `output`: its model's
+/// name and version, and the name of that model's output.
+fn producer<'a>(config: &'a ModelConfig, output: &str) -> Option<(&'a str, i64, &'a str)> {
+    let Some(SchedulingChoice::EnsembleScheduling(ensembling)) = &config.scheduling_choice else {
+        return None;
+    };
+    ensembling.step.iter().find_map(|step| {
+        step.output_map
+            .iter()
+            .find(|(_, tensor)| tensor.as_str() == output)
+            .map(|(produced, _)| {
+                (
+                    step.model_name.as_str(),
+                    step.model_version,
+                    produced.as_str(),
+                )
+            })
+    })
 }
 
 #[cfg(test)]

@@ -478,12 +478,30 @@ impl Server {
 
     fn submit(&self, model: &Arc<LoadedModel>, request: InferRequest, completion: Completion) {
         let guard = InFlightGuard::enter(&self.inflight);
-        let classified: Vec<(String, u32)> = request
+        // Labels are looked up before the request runs: an ensemble's come
+        // from its composing models, which only the manager can find.
+        let composing = |name: &str, version: i64| {
+            self.manager
+                .get(name, (version >= 0).then_some(version))
+                .ok()
+        };
+        let classified: Result<Vec<Classified>> = request
             .outputs
             .iter()
             .filter(|o| o.class_count > 0)
-            .map(|o| (o.name.clone(), o.class_count))
+            .map(|o| {
+                let labels = self.labels.labels(model, &o.name, &composing)?;
+                Ok((o.name.clone(), o.class_count, labels))
+            })
             .collect();
+        let classified = match classified {
+            Ok(classified) => classified,
+            Err(e) => {
+                completion(Err(e));
+                drop(guard);
+                return;
+            }
+        };
         if classified.is_empty() {
             model.scheduler.submit(
                 request,
@@ -498,12 +516,11 @@ impl Server {
         // not hold the last reference to the model (dropping it there would
         // join that thread), so it keeps a weak one.
         let weak = Arc::downgrade(model);
-        let labels = Arc::clone(&self.labels);
         model.scheduler.submit(
             request,
             Box::new(move |result| {
                 let result = result.and_then(|response| match weak.upgrade() {
-                    Some(model) => apply_classification(response, &model, &classified, &labels),
+                    Some(model) => apply_classification(response, &model, &classified),
                     None => Err(Error::unavailable(
                         "model was unloaded before its response could be classified",
                     )),
@@ -724,20 +741,22 @@ fn deliver(
     Ok(response)
 }
 
+/// An output to classify: its name, the class count and its labels.
+type Classified = (String, u32, Option<Arc<Vec<String>>>);
+
 /// Replaces each classified output of `response` by its top-k entries.
 fn apply_classification(
     mut response: InferResponse,
     model: &Arc<LoadedModel>,
-    classified: &[(String, u32)],
-    labels: &LabelCache,
+    classified: &[Classified],
 ) -> Result<InferResponse> {
     let batching = model.config.max_batch_size > 0;
     for t in &mut response.outputs {
-        let Some(&(_, count)) = classified.iter().find(|(n, _)| *n == t.name) else {
+        let Some((_, count, labels)) = classified.iter().find(|(n, _, _)| *n == t.name) else {
             continue;
         };
-        let names = labels.labels(model, &t.name)?;
-        *t = classification::classify(t, count, batching, names.as_deref().map(Vec::as_slice))?;
+        let labels = labels.as_deref().map(Vec::as_slice);
+        *t = classification::classify(t, *count, batching, labels)?;
     }
     Ok(response)
 }
@@ -781,6 +800,75 @@ mod tests {
             assert!(server.model_ready("good", None).is_err());
             server.shutdown();
         }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn ensemble_classification_takes_labels_from_the_producing_step_unless_it_has_its_own() {
+        let root = std::env::temp_dir().join(format!("nereid-labels-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let io = |label: &str| {
+            format!(
+                "input [ {{ name: \"IN\" data_type: TYPE_INT32 dims: [ 3 ] }} ] output [ {{ name: \"OUT\" data_type: TYPE_INT32 dims: [ 3 ] {label} }} ]"
+            )
+        };
+        let ensemble = |label: &str| {
+            format!(
+                "platform: \"ensemble\" {} ensemble_scheduling {{ step [ {{ model_name: \"labelled\" model_version: -1 input_map {{ key: \"IN\" value: \"IN\" }} output_map {{ key: \"OUT\" value: \"OUT\" }} }} ] }}",
+                io(label)
+            )
+        };
+        for (name, config, labels) in [
+            (
+                "labelled",
+                format!("backend: \"identity\" {}", io("label_filename: \"l.txt\"")),
+                "zero\none\ntwo\n",
+            ),
+            ("via", ensemble(""), ""),
+            ("own", ensemble("label_filename: \"l.txt\""), "a\nb\nc\n"),
+        ] {
+            std::fs::create_dir_all(root.join(name).join("1")).unwrap();
+            std::fs::write(root.join(name).join("config.pbtxt"), config).unwrap();
+            if !labels.is_empty() {
+                std::fs::write(root.join(name).join("l.txt"), labels).unwrap();
+            }
+        }
+        let server = Server::new(ServerOptions {
+            manager: ManagerOptions {
+                repositories: vec![root.clone()],
+                ..ManagerOptions::default()
+            },
+            ..ServerOptions::default()
+        })
+        .unwrap();
+        server.start().unwrap();
+        let classify = |model: &str| {
+            let data: Vec<u8> = [5i32, 9, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
+            let request = InferRequest {
+                model_name: model.to_owned(),
+                inputs: vec![
+                    crate::core::Tensor::new("IN", DataType::Int32, vec![3], data.into()).unwrap(),
+                ],
+                outputs: vec![crate::core::RequestedOutput {
+                    name: "OUT".to_owned(),
+                    class_count: 2,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let (tx, rx) = std::sync::mpsc::channel();
+            server.infer(request, Box::new(move |r| tx.send(r).unwrap()));
+            let response = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+            crate::core::tensor::split_bytes_elements(&response.outputs[0].data)
+                .unwrap()
+                .into_iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(classify("labelled"), ["9:1:one", "7:2:two"]);
+        assert_eq!(classify("via"), ["9:1:one", "7:2:two"]);
+        assert_eq!(classify("own"), ["9:1:b", "7:2:c"]);
+        server.shutdown();
         std::fs::remove_dir_all(&root).unwrap();
     }
 
