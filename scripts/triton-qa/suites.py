@@ -450,6 +450,9 @@ L0_INFER = Suite(
             ["infer_test.py"],
             env={"BACKENDS": "onnx", "ENSEMBLES": "1", "TRITON_SERVER_CPU_ONLY": "1"},
             timeout=2400,
+            excluded=[("infer_test.py::InferTest::test_ensemble_mix_batch_nobatch",
+                       "its batch_to_nobatch / nobatch_to_batch ensembles compose graphdef "
+                       "(TensorFlow) models; nereid has no TensorFlow backend")],
         ),
         Run("gpu", infer_models, R(), [],
             excluded=[("infer_test.py (TARGET=gpu)", "the GPU pass of test.sh: KIND_GPU instances, no GPU here")]),
