@@ -24,6 +24,8 @@ INFER = {"infer-key": "infer-value"}
 ADMIN = {"admin-key": "admin-value"}
 GRPC_INFER = {GRPC_PREFIX + "infer-key": "infer-value"}
 GRPC_ADMIN = {GRPC_PREFIX + "admin-key": "admin-value"}
+# Each call gets a copy: tritonclient's HTTP infer adds its own headers to
+# the dict it is given.
 
 
 @pytest.fixture(scope="module")
@@ -98,25 +100,25 @@ def test_http_inference_needs_its_header(http):
     infer = lambda headers: http.infer("simple", http_inputs(), headers=headers)  # noqa: E731
     http_refused(lambda: infer(None), "infer-key")
     http_refused(lambda: infer({"infer-key": "wrong"}), "infer-key")
-    http_refused(lambda: infer(ADMIN), "infer-key")
-    out = infer(INFER).as_numpy("OUTPUT0")
+    http_refused(lambda: infer(dict(ADMIN)), "infer-key")
+    out = infer(dict(INFER)).as_numpy("OUTPUT0")
     assert out.tolist() == [[2 * i for i in range(16)]]
 
 
 def test_http_metadata_needs_its_header(http):
     http_refused(lambda: http.get_server_metadata(), "infer-key")
     http_refused(lambda: http.get_model_metadata("simple"), "infer-key")
-    assert http.get_server_metadata(headers=INFER)["name"] == "triton"
-    assert http.get_model_metadata("simple", headers=INFER)["name"] == "simple"
+    assert http.get_server_metadata(headers=dict(INFER))["name"] == "triton"
+    assert http.get_model_metadata("simple", headers=dict(INFER))["name"] == "simple"
 
 
 def test_http_repository_needs_the_admin_header(http):
-    http_refused(lambda: http.unload_model("simple", headers=INFER), "admin-key")
+    http_refused(lambda: http.unload_model("simple", headers=dict(INFER)), "admin-key")
     http_refused(lambda: http.get_model_repository_index(), "admin-key")
     # With the header the request reaches the repository and gets its own answer.
     with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed"):
-        http.unload_model("simple", headers=ADMIN)
-    index = http.get_model_repository_index(headers=ADMIN)
+        http.unload_model("simple", headers=dict(ADMIN))
+    index = http.get_model_repository_index(headers=dict(ADMIN))
     assert [m["name"] for m in index] == ["simple"]
 
 
@@ -126,7 +128,7 @@ def test_http_unrestricted_groups_stay_open(http):
     assert http.get_model_config("simple")["name"] == "simple"
     stats = http.get_inference_statistics("simple")
     assert stats["model_stats"][0]["name"] == "simple"
-    assert http.get_inference_statistics("simple", headers=INFER)["model_stats"]
+    assert http.get_inference_statistics("simple", headers=dict(INFER))["model_stats"]
     assert "log_verbose_level" in http.get_log_settings()
 
 
@@ -135,8 +137,8 @@ def test_grpc_inference_needs_its_header(grpc):
     grpc_refused(lambda: infer(None), "infer-key")
     grpc_refused(lambda: infer({GRPC_PREFIX + "infer-key": "wrong"}), "infer-key")
     # The bare key is not the gRPC header: Triton prefixes it.
-    grpc_refused(lambda: infer(INFER), "infer-key")
-    out = infer(GRPC_INFER).as_numpy("OUTPUT1")
+    grpc_refused(lambda: infer(dict(INFER)), "infer-key")
+    out = infer(dict(GRPC_INFER)).as_numpy("OUTPUT1")
     assert out.tolist() == [[0] * 16]
 
 
@@ -144,14 +146,14 @@ def test_grpc_health_needs_its_header(grpc):
     grpc_refused(lambda: grpc.is_server_live(), "infer-key")
     grpc_refused(lambda: grpc.is_server_ready(), "infer-key")
     grpc_refused(lambda: grpc.is_model_ready("simple"), "infer-key")
-    assert grpc.is_server_live(headers=GRPC_INFER)
-    assert grpc.is_model_ready("simple", headers=GRPC_INFER)
+    assert grpc.is_server_live(headers=dict(GRPC_INFER))
+    assert grpc.is_model_ready("simple", headers=dict(GRPC_INFER))
 
 
 def test_grpc_repository_needs_the_admin_header(grpc):
-    grpc_refused(lambda: grpc.unload_model("simple", headers=GRPC_INFER), "admin-key")
+    grpc_refused(lambda: grpc.unload_model("simple", headers=dict(GRPC_INFER)), "admin-key")
     with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed"):
-        grpc.unload_model("simple", headers=GRPC_ADMIN)
+        grpc.unload_model("simple", headers=dict(GRPC_ADMIN))
 
 
 def test_grpc_unrestricted_groups_stay_open(grpc):
@@ -159,7 +161,7 @@ def test_grpc_unrestricted_groups_stay_open(grpc):
     assert grpc.get_model_metadata("simple").name == "simple"
     assert grpc.get_model_config("simple").config.name == "simple"
     assert grpc.get_inference_statistics("simple").model_stats[0].name == "simple"
-    assert grpc.get_inference_statistics("simple", headers=GRPC_INFER).model_stats
+    assert grpc.get_inference_statistics("simple", headers=dict(GRPC_INFER)).model_stats
 
 
 @pytest.mark.parametrize(
