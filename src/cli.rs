@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use crate::logging::{self, LogSettings};
 use crate::net::{GrpcServerConfig, HttpConfig, TlsConfig};
-use crate::protocol::grpc::{CompressionLevel, DEFAULT_MAX_MESSAGE_SIZE, GrpcConfig};
+use crate::protocol::grpc::{
+    CompressionLevel, DEFAULT_MAX_MESSAGE_SIZE, GrpcConfig, RESTRICTED_HEADER_PREFIX,
+};
+use crate::protocol::restrict::Restrictions;
 use crate::protocol::{http1, http2};
 
 /// Repository served when no `--model-repository` is given.
@@ -168,6 +171,10 @@ pub struct Options {
     /// `...,inter_op_thread_count=N`: the global pool's threads (0 = ONNX
     /// Runtime's choice).
     pub onnxruntime_thread_counts: (usize, usize),
+    /// `--http-restricted-api` groups.
+    pub http_restrictions: Restrictions,
+    /// `--grpc-restricted-protocol` groups (headers prefixed as Triton's).
+    pub grpc_restrictions: Restrictions,
     /// Problems that did not stop parsing (unknown flags, flags accepted
     /// for compatibility only); log them once logging is up.
     pub warnings: Vec<String>,
@@ -229,6 +236,8 @@ impl Default for Options {
             default_max_batch_size: 4,
             onnxruntime_global_threadpool: false,
             onnxruntime_thread_counts: (0, 0),
+            http_restrictions: Restrictions::default(),
+            grpc_restrictions: Restrictions::default(),
             warnings: Vec::new(),
         }
     }
@@ -283,8 +292,6 @@ const IGNORED_FLAGS: &[&str] = &[
     "allow-cpu-metrics",
     "allow-sagemaker",
     "allow-vertex-ai",
-    "http-restricted-api",
-    "grpc-restricted-api",
     "grpc-infer-allocation-pool-size",
     "grpc-keepalive-time",
     "grpc-keepalive-timeout",
@@ -370,6 +377,14 @@ where
                         ))
                     })?;
             }
+            "http-restricted-api" => o
+                .http_restrictions
+                .add_group(&args_left.value()?, "", "api")
+                .map_err(|e| CliError(format!("--{name}: {e}")))?,
+            "grpc-restricted-protocol" => o
+                .grpc_restrictions
+                .add_group(&args_left.value()?, RESTRICTED_HEADER_PREFIX, "protocol")
+                .map_err(|e| CliError(format!("--{name}: {e}")))?,
             "grpc-max-message-size" => {
                 o.grpc_max_message_size = args_left.number("a byte count")?;
                 if o.grpc_max_message_size == 0 {
@@ -741,6 +756,7 @@ impl Options {
         GrpcConfig {
             max_message_size: self.grpc_max_message_size,
             response_compression: self.grpc_infer_response_compression_level,
+            restrictions: self.grpc_restrictions.clone(),
         }
     }
 
@@ -944,6 +960,8 @@ pub fn usage() -> String {
          \x20 --http-idle-timeout-secs <n>     keep-alive idle limit [{ito}]\n\
          \x20 --http-use-ssl <bool>            serve HTTPS (ALPN http/1.1) on the HTTP port [false]\n\
          \x20 --http-server-cert <pem>, --http-server-key <pem>   its certificate chain and key\n\
+         \x20 --http-restricted-api <apis>:<key>=<value>   answer those APIs (comma-separated\n\
+         \x20                                  groups, as Triton's) only with header <key>: <value>\n\
          \n\
          gRPC (KServe v2 GRPCInferenceService and grpc.health.v1 over HTTP/2):\n\
          \x20 --allow-grpc <bool>              serve gRPC [true]\n\
@@ -956,6 +974,8 @@ pub fn usage() -> String {
          \x20 --grpc-root-cert <pem>           roots client certificates must chain to\n\
          \x20 --grpc-infer-response-compression-level <none|low|medium|high> [none]\n\
          \x20 --grpc-max-message-size <n>      largest message in bytes [{gmsg}]\n\
+         \x20 --grpc-restricted-protocol <protocols>:<key>=<value>   answer those only with\n\
+         \x20                                  metadata triton-grpc-protocol-<key>: <value>\n\
          \n\
          Metrics:\n\
          \x20 --allow-metrics <bool>           serve Prometheus metrics at /metrics [true]\n\
@@ -1021,6 +1041,44 @@ mod tests {
 
     fn error(args: &[&str]) -> String {
         parse(args.iter().copied()).expect_err("fails").0
+    }
+
+    #[test]
+    fn restricted_groups() {
+        use crate::protocol::restrict::Category;
+        let o = run(&[
+            "--http-restricted-api=model-repository:admin-key=admin-value",
+            "--http-restricted-api",
+            "inference,metadata:infer-key=infer-value",
+            "--grpc-restricted-protocol=health:k=v",
+        ]);
+        let admin = o.http_restrictions.get(Category::ModelRepository).unwrap();
+        assert_eq!(
+            (admin.header.as_str(), admin.value.as_str()),
+            ("admin-key", "admin-value")
+        );
+        assert_eq!(
+            o.http_restrictions.get(Category::Metadata).unwrap().header,
+            "infer-key"
+        );
+        assert_eq!(o.http_restrictions.get(Category::Health), None);
+        let health = o.grpc_config().restrictions;
+        let health = health.get(Category::Health).unwrap();
+        assert_eq!(health.header, "triton-grpc-protocol-k");
+        assert!(Options::default().grpc_config().restrictions.is_empty());
+        assert_eq!(
+            error(&[
+                "--grpc-restricted-protocol=model-repository,health:k1=v1",
+                "--grpc-restricted-protocol=metadata,health:k2=v2",
+            ]),
+            "--grpc-restricted-protocol: restricted protocol 'health' can not be specified \
+             in multiple config groups"
+        );
+        assert_eq!(
+            error(&["--http-restricted-api=model-reposit,health:k1=v1"]),
+            "--http-restricted-api: unknown restricted api 'model-reposit'"
+        );
+        assert!(error(&["--http-restricted-api=health"]).contains("<key>=<value>"));
     }
 
     #[test]

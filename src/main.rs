@@ -163,7 +163,9 @@ fn serve(options: &Options) -> Result<(), String> {
     } else {
         None
     };
-    let service: Arc<dyn HttpService> = Arc::new(RestService::new(Arc::clone(&server)));
+    let service: Arc<dyn HttpService> = Arc::new(
+        RestService::new(Arc::clone(&server)).with_restrictions(options.http_restrictions.clone()),
+    );
     let http = if options.allow_http {
         let handle = HttpServer::start(options.http_config(), service).map_err(|e| {
             server.shutdown();

@@ -243,12 +243,13 @@ L0_HTTP = Suite(
             excluded=[("http_basic_auth_test.py", NO_NGINX)],
         ),
         Run(
-            "not_in_aim",
+            "restricted",
             http_models,
-            R(),
-            [],
-            excluded=[("http_restricted_api_test.py",
-                       "not in the issue's list (needs --http-restricted-api; add a Run to measure it)")],
+            R(
+                "--http-restricted-api=model-repository:admin-key=admin-value",
+                "--http-restricted-api=inference,metadata:infer-key=infer-value",
+            ),
+            ["http_restricted_api_test.py::RestrictedAPITest"],
         ),
         Run(
             "generate",

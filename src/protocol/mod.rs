@@ -7,3 +7,4 @@ pub mod http1;
 pub mod http2;
 pub mod kserve;
 pub mod output;
+pub mod restrict;

@@ -37,7 +37,7 @@ pub mod status;
 pub use compression::{CompressionLevel, Encoding};
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, MessageDecoder};
 pub use headers::HeaderList;
-pub use service::{Call, CallSink, GrpcConfig, GrpcService, Method};
+pub use service::{Call, CallSink, GrpcConfig, GrpcService, Method, RESTRICTED_HEADER_PREFIX};
 pub use status::{Code, Status};
 
 #[cfg(test)]

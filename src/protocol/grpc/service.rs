@@ -92,6 +92,7 @@ use super::infer::{
     parse_model_version, wrap_stream_response,
 };
 use super::status::{Code, Status};
+use crate::protocol::restrict::{Category, Restrictions};
 
 /// Settings of the gRPC front end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,13 +105,20 @@ pub struct GrpcConfig {
     /// Compression of inference responses
     /// (`--grpc-infer-response-compression-level`).
     pub response_compression: CompressionLevel,
+    /// `--grpc-restricted-protocol` groups; a restricted method needs its
+    /// `triton-grpc-protocol-<key>` header (see [`RESTRICTED_HEADER_PREFIX`]).
+    pub restrictions: Restrictions,
 }
+
+/// What Triton puts before a restriction's key to name the gRPC header.
+pub const RESTRICTED_HEADER_PREFIX: &str = "triton-grpc-protocol-";
 
 impl Default for GrpcConfig {
     fn default() -> GrpcConfig {
         GrpcConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             response_compression: CompressionLevel::None,
+            restrictions: Restrictions::default(),
         }
     }
 }
@@ -250,6 +258,32 @@ impl Method {
             .find(|m| *m != Method::HealthCheck && m.name() == name)
     }
 
+    /// The restriction group the method belongs to, as Triton groups its
+    /// RPCs (model readiness is health; both shared-memory kinds are
+    /// shared-memory).
+    pub fn category(self) -> Category {
+        match self {
+            Method::ServerLive | Method::ServerReady | Method::ModelReady | Method::HealthCheck => {
+                Category::Health
+            }
+            Method::ServerMetadata | Method::ModelMetadata => Category::Metadata,
+            Method::ModelInfer | Method::ModelStreamInfer => Category::Inference,
+            Method::ModelConfig => Category::ModelConfig,
+            Method::ModelStatistics => Category::Statistics,
+            Method::RepositoryIndex
+            | Method::RepositoryModelLoad
+            | Method::RepositoryModelUnload => Category::ModelRepository,
+            Method::SystemSharedMemoryStatus
+            | Method::SystemSharedMemoryRegister
+            | Method::SystemSharedMemoryUnregister
+            | Method::CudaSharedMemoryStatus
+            | Method::CudaSharedMemoryRegister
+            | Method::CudaSharedMemoryUnregister => Category::SharedMemory,
+            Method::TraceSetting => Category::Trace,
+            Method::LogSettings => Category::Logging,
+        }
+    }
+
     /// Whether the method's responses may be compressed (Triton's
     /// compression setting is for inference responses).
     fn compresses_responses(self) -> bool {
@@ -291,12 +325,14 @@ impl GrpcService {
     ) -> Call {
         let head = parse_request_head(headers);
         let method = match &head {
-            Ok(head) => Method::from_path(&head.path).ok_or_else(|| {
-                Rejection::grpc(Status::unimplemented(format!(
-                    "unknown gRPC method '{}'",
-                    head.path
-                )))
-            }),
+            Ok(head) => Method::from_path(&head.path)
+                .ok_or_else(|| {
+                    Rejection::grpc(Status::unimplemented(format!(
+                        "unknown gRPC method '{}'",
+                        head.path
+                    )))
+                })
+                .and_then(|m| self.admit(m, headers)),
             Err(rejection) => Err(rejection.clone()),
         };
         let response_encoding = match (&head, &method) {
@@ -345,6 +381,27 @@ impl GrpcService {
             (Err(_), Ok(_)) => unreachable!("a method is only found in a parsed head"),
         }
         call
+    }
+}
+
+impl GrpcService {
+    /// `method` when its restriction (if any) is met by `headers`; else
+    /// Triton's refusal, UNAVAILABLE naming the header expected.
+    fn admit<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        method: Method,
+        headers: &[(N, V)],
+    ) -> Result<Method, Rejection> {
+        match self.config.restrictions.refusal(method.category(), headers) {
+            None => Ok(method),
+            Some(r) => Err(Rejection::grpc(Status::new(
+                Code::Unavailable,
+                format!(
+                    "This protocol is restricted, expecting header '{}'",
+                    r.header
+                ),
+            ))),
+        }
     }
 }
 

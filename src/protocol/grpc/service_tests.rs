@@ -1677,3 +1677,72 @@ fn decoupled_models_answer_on_streams_only() {
     );
     server.shutdown();
 }
+
+#[test]
+fn methods_map_to_triton_restriction_groups() {
+    use crate::protocol::restrict::Category;
+    let expect = |m: Method| match m.name() {
+        "ServerLive" | "ServerReady" | "ModelReady" | "Check" => Category::Health,
+        "ServerMetadata" | "ModelMetadata" => Category::Metadata,
+        "ModelInfer" | "ModelStreamInfer" => Category::Inference,
+        "ModelConfig" => Category::ModelConfig,
+        "ModelStatistics" => Category::Statistics,
+        "TraceSetting" => Category::Trace,
+        "LogSettings" => Category::Logging,
+        n if n.starts_with("Repository") => Category::ModelRepository,
+        n if n.contains("SharedMemory") => Category::SharedMemory,
+        n => panic!("no group for {n}"),
+    };
+    for m in Method::ALL {
+        assert_eq!(m.category(), expect(m), "{}", m.name());
+    }
+}
+
+#[test]
+fn restricted_methods_need_their_header() {
+    use crate::protocol::restrict::Restrictions;
+    let mut restrictions = Restrictions::default();
+    restrictions
+        .add_group(
+            "health:infer-key=infer-value",
+            super::RESTRICTED_HEADER_PREFIX,
+            "protocol",
+        )
+        .unwrap();
+    let service = GrpcService::new(
+        shared_server(),
+        GrpcConfig {
+            restrictions,
+            ..GrpcConfig::default()
+        },
+    );
+    let live = Method::ServerLive.path();
+    for extra in [&[][..], &[("triton-grpc-protocol-infer-key", "wrong")][..]] {
+        let (call, recorder) = open(&service, &live, extra);
+        assert!(call.is_finished() && call.method().is_none());
+        assert_eq!(
+            recorder.wait_trailers().refused(),
+            (
+                Code::Unavailable,
+                "This protocol is restricted, expecting header \
+                 'triton-grpc-protocol-infer-key'"
+                    .to_owned()
+            )
+        );
+    }
+    let (mut call, recorder) = open(
+        &service,
+        &live,
+        &[("triton-grpc-protocol-infer-key", "infer-value")],
+    );
+    call.handle_data(frame(&ServerLiveRequest {}));
+    call.handle_end_of_stream();
+    let r: ServerLiveResponse = recorder.wait_trailers().ok();
+    assert!(r.live);
+    // Another group is not restricted.
+    let (mut call, recorder) = open(&service, &Method::ServerMetadata.path(), &[]);
+    call.handle_data(frame(&ServerMetadataRequest {}));
+    call.handle_end_of_stream();
+    let r: ServerMetadataResponse = recorder.wait_trailers().ok();
+    assert_eq!(r.name, "triton");
+}

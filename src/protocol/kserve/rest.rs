@@ -19,6 +19,10 @@
 //!
 //! `HEAD` is answered wherever `GET` is, as `GET` without the body.
 //!
+//! A route whose group `--http-restricted-api` restricts needs its header
+//! and value, else it is answered 403 (Triton's wording, see
+//! [`crate::protocol::restrict`]).
+//!
 //! Errors are `{"error":"<message>"}` with the status of the error's code;
 //! a body over `--http-max-input-size` gets 400 with Triton's wording.
 //! Inference is decoded on the event loop (on a decoding thread when its
@@ -43,6 +47,7 @@ use super::shm;
 use crate::core::{Error, InferResponse, Result};
 use crate::net::{HttpService, Responder};
 use crate::protocol::http1::{Oversized, Request, Response};
+use crate::protocol::restrict::{Category, Restrictions};
 use crate::server::Server;
 use crate::shm::Kind;
 
@@ -55,12 +60,23 @@ const OFFLOAD_JSON_ABOVE_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct RestService {
     server: Arc<Server>,
+    restrictions: Restrictions,
 }
 
 impl RestService {
     /// A router over `server`.
     pub fn new(server: Arc<Server>) -> RestService {
-        RestService { server }
+        RestService {
+            server,
+            restrictions: Restrictions::default(),
+        }
+    }
+
+    /// The router with `--http-restricted-api` groups: a request to a
+    /// restricted API without its header is answered 403.
+    pub fn with_restrictions(mut self, restrictions: Restrictions) -> RestService {
+        self.restrictions = restrictions;
+        self
     }
 
     /// The server behind the router.
@@ -113,6 +129,31 @@ enum ShmAction {
     Status,
     Register,
     Unregister,
+}
+
+impl Route<'_> {
+    /// The restriction group of the route, as Triton groups its handlers
+    /// (model readiness is health, generate is inference).
+    fn category(&self) -> Option<Category> {
+        Some(match self {
+            Route::ServerMetadata => Category::Metadata,
+            Route::Live | Route::Ready => Category::Health,
+            Route::Logging => Category::Logging,
+            Route::Trace => Category::Trace,
+            Route::AllStats => Category::Statistics,
+            Route::Model { action, .. } => match action {
+                ModelAction::Metadata => Category::Metadata,
+                ModelAction::Ready => Category::Health,
+                ModelAction::Config => Category::ModelConfig,
+                ModelAction::Infer | ModelAction::Generate => Category::Inference,
+                ModelAction::Stats => Category::Statistics,
+                ModelAction::Trace => Category::Trace,
+            },
+            Route::Index | Route::Control { .. } => Category::ModelRepository,
+            Route::SharedMemory { .. } => Category::SharedMemory,
+            Route::NotFound => return None,
+        })
+    }
 }
 
 /// One path segment: non-empty, without `/`.
@@ -334,7 +375,15 @@ impl HttpService for RestService {
         let get = method == "GET";
         let post = method == "POST";
         let server = &self.server;
-        let response = match route(&path) {
+        let route = route(&path);
+        if let Some(r) = route
+            .category()
+            .and_then(|c| self.restrictions.refusal(c, &request.headers))
+        {
+            let message = format!("This API is restricted, expecting header '{}'", r.header);
+            return responder.respond(json_response(403, json::error_body(&message)));
+        }
+        let response = match route {
             Route::NotFound => not_found(),
             Route::ServerMetadata if get => {
                 json_response(200, control::server_metadata(&server.metadata()))
@@ -670,6 +719,42 @@ mod tests {
             route("/v2/systemsharedmemory/region//status"),
             Route::NotFound
         );
+    }
+
+    #[test]
+    fn routes_map_to_triton_restriction_groups() {
+        use Category::*;
+        for (path, category) in [
+            ("/v2", Some(Metadata)),
+            ("/v2/health/live", Some(Health)),
+            ("/v2/health/ready", Some(Health)),
+            ("/v2/models/m/ready", Some(Health)),
+            ("/v2/models/m/versions/1/ready", Some(Health)),
+            ("/v2/models/m", Some(Metadata)),
+            ("/v2/models/m/versions/1", Some(Metadata)),
+            ("/v2/models/m/config", Some(ModelConfig)),
+            ("/v2/models/m/infer", Some(Inference)),
+            ("/v2/models/m/versions/1/infer", Some(Inference)),
+            ("/v2/models/m/generate", Some(Inference)),
+            ("/v2/models/m/generate_stream", Some(Inference)),
+            ("/v2/models/m/stats", Some(Statistics)),
+            ("/v2/models/stats", Some(Statistics)),
+            ("/v2/models/m/trace/setting", Some(Trace)),
+            ("/v2/trace/setting", Some(Trace)),
+            ("/v2/logging", Some(Logging)),
+            ("/v2/repository/index", Some(ModelRepository)),
+            ("/v2/repository/models/m/load", Some(ModelRepository)),
+            ("/v2/repository/models/m/unload", Some(ModelRepository)),
+            ("/v2/systemsharedmemory/status", Some(SharedMemory)),
+            (
+                "/v2/systemsharedmemory/region/r/register",
+                Some(SharedMemory),
+            ),
+            ("/v2/cudasharedmemory/unregister", Some(SharedMemory)),
+            ("/v2/nope", None),
+        ] {
+            assert_eq!(route(path).category(), category, "{path}");
+        }
     }
 
     #[test]
