@@ -30,6 +30,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
+mod common;
+use common::{repository, start_models};
+
 const SERVICE: &str = "/inference.GRPCInferenceService/";
 
 struct TestServer {
@@ -44,29 +47,6 @@ impl Drop for TestServer {
             grpc.shutdown(Instant::now() + Duration::from_secs(1));
         }
         self.server.shutdown();
-    }
-}
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("model_repository")
-}
-
-/// Starts `server`'s models; on failure panics naming each model that did
-/// not load and why (the example repository's ONNX models need
-/// scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh first).
-fn start_models(server: &Server) {
-    if let Err(e) = server.start() {
-        let failed: Vec<String> = server
-            .repository_index(false)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.state != "READY")
-            .map(|m| format!("{}: {} {}", m.name, m.state, m.reason))
-            .collect();
-        panic!(
-            "{}: {failed:#?}\nthe example repository's ONNX models need scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh run first (scripts/test.sh runs both)",
-            e.message()
-        );
     }
 }
 

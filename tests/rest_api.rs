@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,9 @@ use nereid::protocol::kserve::RestService;
 use nereid::repository::{ControlMode, ManagerOptions};
 use nereid::server::{Server, ServerOptions};
 use serde_json::{Value, json};
+
+mod common;
+use common::{repository, start_models};
 
 struct TestServer {
     server: Arc<Server>,
@@ -28,29 +30,6 @@ impl Drop for TestServer {
             http.shutdown(Instant::now() + Duration::from_secs(1));
         }
         self.server.shutdown();
-    }
-}
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("model_repository")
-}
-
-/// Starts `server`'s models; on failure panics naming each model that did
-/// not load and why (the example repository's ONNX models need
-/// scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh first).
-fn start_models(server: &Server) {
-    if let Err(e) = server.start() {
-        let failed: Vec<String> = server
-            .repository_index(false)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.state != "READY")
-            .map(|m| format!("{}: {} {}", m.name, m.state, m.reason))
-            .collect();
-        panic!(
-            "{}: {failed:#?}\nthe example repository's ONNX models need scripts/fetch-onnxruntime.sh and scripts/fetch-ocr-models.sh run first (scripts/test.sh runs both)",
-            e.message()
-        );
     }
 }
 
