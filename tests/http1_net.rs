@@ -470,6 +470,30 @@ fn requests_reach_the_service_in_order_across_the_decoding_threads() {
 }
 
 #[test]
+fn a_panic_on_a_decoding_thread_answers_500_and_the_connection_goes_on() {
+    let server = Server::start();
+    let mut c = server.client();
+    // Compressed bodies are decoded (and handled) on the decoding threads.
+    for _ in 0..12 {
+        c.send(&post_with(
+            "/panic",
+            "Content-Encoding: gzip\r\n",
+            &gzip(b"p"),
+        ));
+        assert_eq!(c.read_response().unwrap().status, 500);
+    }
+    // More panics than there are decoding threads: they all survived, and
+    // this connection's backlog is not stuck.
+    c.send(&post_with(
+        "/echo",
+        "Content-Encoding: gzip\r\n",
+        &gzip(b"after"),
+    ));
+    let resp = c.read_response().unwrap();
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"after"[..]));
+}
+
+#[test]
 fn decoded_size_limit_stops_a_bomb() {
     let server = Server::with(http1::Config {
         max_decoded_body_bytes: 1024 * 1024,
