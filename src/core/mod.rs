@@ -10,6 +10,7 @@ pub mod error;
 pub mod memory;
 pub mod proto;
 pub mod request;
+pub mod response;
 pub mod tensor;
 
 pub use datatype::DataType;
@@ -18,4 +19,5 @@ pub use memory::{Bindings, DeviceBytes, NO_BINDINGS, OutputSink};
 pub use request::{
     CancelFlag, InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput, ShmRef,
 };
+pub use response::{Delivery, ResponseSender, ResponseSink};
 pub use tensor::Tensor;
