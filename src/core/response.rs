@@ -117,11 +117,12 @@ impl ResponseSender {
     /// Delivers `delivery` to the sink, or refuses when the final mark has
     /// already gone.
     pub fn deliver(&self, delivery: Delivery, is_final: bool) -> Result<()> {
-        let mut state = self
+        let mut guard = self
             .inner
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let state = &mut *guard;
         let Some(sink) = state.sink.as_mut() else {
             return Err(Error::internal(
                 "the request's final response has already been sent; no more responses can be sent for it",
@@ -203,7 +204,7 @@ mod tests {
         let cancel = CancelFlag::default();
         let sender = ResponseSender::new(cancel.clone(), move |d: Delivery, f: bool| {
             let d = d.map(|r| r.map(|r| r.id.unwrap_or_default()).map_err(|e| e.to_string()));
-            tx.send((d, f)).unwrap();
+            let _ = tx.send((d, f));
         });
         (sender, cancel, rx)
     }
