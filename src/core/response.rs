@@ -203,7 +203,10 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let cancel = CancelFlag::default();
         let sender = ResponseSender::new(cancel.clone(), move |d: Delivery, f: bool| {
-            let d = d.map(|r| r.map(|r| r.id.unwrap_or_default()).map_err(|e| e.to_string()));
+            let d = d.map(|r| {
+                r.map(|r| r.id.unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            });
             let _ = tx.send((d, f));
         });
         (sender, cancel, rx)
@@ -332,6 +335,11 @@ mod tests {
             tx.send(r.map(|r| r.id).map_err(|e| e.to_string())).unwrap()
         });
         sender.finish().unwrap();
-        assert!(rx.try_recv().unwrap().unwrap_err().contains("without a response"));
+        assert!(
+            rx.try_recv()
+                .unwrap()
+                .unwrap_err()
+                .contains("without a response")
+        );
     }
 }
