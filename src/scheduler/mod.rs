@@ -69,6 +69,16 @@ use stats::{
 /// finished it.
 pub type Completion = Box<dyn FnOnce(Result<InferResponse>) + Send>;
 
+/// Whether `config` asks for decoupled responses
+/// (`model_transaction_policy { decoupled: true }`): zero or more
+/// responses per request, then a final mark.
+pub fn is_decoupled(config: &ModelConfig) -> bool {
+    config
+        .model_transaction_policy
+        .as_ref()
+        .is_some_and(|p| p.decoupled)
+}
+
 /// A validated request on its way through a policy.
 pub(crate) struct Job {
     /// The request; a policy may add inputs (control tensors, state) when

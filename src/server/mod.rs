@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use crate::backend::BackendRegistry;
 use crate::backend::onnx::{OnnxOptions, OnnxRuntime};
-use crate::core::{DataType, Error, InferRequest, InferResponse, OutputSink, Result};
+use crate::core::{
+    DataType, Error, InferRequest, InferResponse, OutputSink, ResponseSender, Result,
+};
 use crate::logging::{self, LogSettings};
 use crate::repository::{IndexEntry, LoadedModel, ManagerOptions, ModelManager};
 use crate::scheduler::Completion;
@@ -410,6 +412,23 @@ impl Server {
             Ok(model) => self.infer_on(&model, request, completion),
             Err(e) => completion(Err(e)),
         }
+    }
+
+    /// Runs `request` and answers through `sender`: zero or more responses
+    /// and one final mark for a decoupled model
+    /// ([`crate::scheduler::is_decoupled`]), one final response (or error)
+    /// for every other. The front ends that stream (gRPC
+    /// `ModelStreamInfer`, HTTP `generate_stream`) use this; the sender's
+    /// cancel flag is the request's.
+    pub fn infer_stream(&self, request: InferRequest, sender: ResponseSender) {
+        let complete = sender.clone();
+        self.infer(
+            request,
+            Box::new(move |outcome| {
+                let _ = complete.send_result(outcome, true);
+            }),
+        );
+        drop(sender);
     }
 
     /// The shared-memory registry the extension's endpoints manage.
